@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import math
+import mmap
 import os
 import struct
 import tempfile
@@ -218,64 +219,62 @@ def _class_stem(typename: str, kind: str) -> str | None:
 # Low-level readers: binary and ASCII
 # ----------------------------------------------------------------------------------------------
 class _BinarySource:
-    """Little-endian binary reads from a file object, with bounds checks against the file size."""
+    """Little-endian binary reads from a buffer (the mapped file), with bounds checks."""
 
-    def __init__(self, f: BinaryIO, size: int, name: str, long_size: int):
-        self.f, self.size, self.name, self.long_size = f, size, name, long_size
+    def __init__(self, buf, name: str, long_size: int):
+        self.buf, self.pos, self.size, self.name, self.long_size = buf, 0, len(buf), name, long_size
         self._long = {4: "<i", 8: "<q"}[long_size]
 
     def tell(self) -> int:
-        return self.f.tell()
+        return self.pos
 
     def fail(self, what: str, offset: int | None = None) -> T7FormatError:
-        offset = self.tell() if offset is None else offset
-        return T7FormatError(f"{self.name}: byte {offset}: {what}")
+        return T7FormatError(f"{self.name}: byte {self.pos if offset is None else offset}: {_describe(what)}")
 
     def remaining(self) -> int:
-        return self.size - self.tell()
+        return self.size - self.pos
 
-    def _read(self, n: int, what: str) -> bytes:
-        start = self.tell()
-        data = self.f.read(n)
-        if len(data) != n:
-            raise self.fail(f"file ends after {len(data)} of {n} bytes while reading {what}", start)
-        return data
+    def _need(self, n: int, what: str) -> int:
+        pos = self.pos
+        if pos + n > self.size:
+            raise self.fail(f"file ends after {self.size - pos} of {n} bytes while reading {_describe(what)}")
+        self.pos = pos + n
+        return pos
 
     def int(self, what: str = "an int32") -> int:
-        return struct.unpack("<i", self._read(4, what))[0]
+        return _INT.unpack_from(self.buf, self._need(4, what))[0]
 
     def long(self, what: str = "a long") -> int:
-        return struct.unpack(self._long, self._read(self.long_size, what))[0]
+        return struct.unpack_from(self._long, self.buf, self._need(self.long_size, what))[0]
 
     def longs(self, n: int, what: str) -> list[int]:
-        return list(struct.unpack(f"<{n}{self._long[1]}", self._read(n * self.long_size, what)))
+        pos = self._need(n * self.long_size, what)
+        return list(struct.unpack_from(f"<{n}{self._long[1]}", self.buf, pos))
 
     def double(self) -> float:
-        return struct.unpack("<d", self._read(8, "a number (float64)"))[0]
+        return _DOUBLE.unpack_from(self.buf, self._need(8, "a number (float64)"))[0]
 
     def raw(self, n: int, what: str) -> bytes:
         if n > self.remaining():
-            raise self.fail(f"{what} of {n} bytes runs past the end of the file ({self.remaining()} bytes left)")
-        return self._read(n, what)
+            raise self.fail(f"{_describe(what)} of {n} bytes runs past the end of the file ({self.remaining()} bytes left)")
+        pos = self._need(n, what)
+        return bytes(self.buf[pos:pos + n])
 
     def elements(self, dtype: torch.dtype, n: int, what: str) -> torch.Tensor:
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        width = 8 if dtype == torch.int64 else itemsize
+        npdtype = np.dtype(_NP_DTYPE[dtype]).newbyteorder("<")
         if dtype == torch.int64 and self.long_size == 4:
-            width = 4
-        nbytes = n * width
+            npdtype = np.dtype("<i4")
+        nbytes = n * npdtype.itemsize
         if nbytes > self.remaining():
-            raise self.fail(f"{what} of {n} elements ({nbytes} bytes) runs past the end of the file "
+            raise self.fail(f"{_describe(what)} of {n} elements ({nbytes} bytes) runs past the end of the file "
                             f"({self.remaining()} bytes left)")
-        if width != itemsize:  # 4-byte longs
-            return torch.from_numpy(np.frombuffer(self._read(nbytes, what), dtype="<i4").astype(np.int64))
-        out = torch.empty(n, dtype=dtype)
-        if n:
-            start = self.tell()
-            got = self.f.readinto(memoryview(out.numpy()).cast("B"))
-            if got != nbytes:
-                raise self.fail(f"file ends after {got} of {nbytes} bytes while reading {what}", start)
-        return out
+        pos = self._need(nbytes, what)
+        arr = np.frombuffer(self.buf, dtype=npdtype, count=n, offset=pos)
+        return torch.from_numpy(arr.astype(_NP_DTYPE[dtype], copy=True))  # owned, aligned memory
+
+
+_INT = struct.Struct("<i")
+_DOUBLE = struct.Struct("<d")
 
 
 class _AsciiSource:
@@ -289,7 +288,7 @@ class _AsciiSource:
         return self.pos
 
     def fail(self, what: str, offset: int | None = None) -> T7FormatError:
-        return T7FormatError(f"{self.name}: byte {self.pos if offset is None else offset}: {what}")
+        return T7FormatError(f"{self.name}: byte {self.pos if offset is None else offset}: {_describe(what)}")
 
     def remaining(self) -> int:
         return self.size - self.pos
@@ -308,7 +307,7 @@ class _AsciiSource:
             while end < self.size and data[end] not in b" \t\r\n":
                 end += 1
             if end == pos:
-                raise self.fail(f"file ends while reading {what}", pos)
+                raise self.fail(f"file ends while reading {_describe(what)}", pos)
             out.append(data[pos:end])
             pos = end
         self.pos = pos
@@ -319,7 +318,7 @@ class _AsciiSource:
         try:
             return [int(t) for t in self._tokens(n, what)]
         except ValueError:
-            raise self.fail(f"expected {what} as an integer") from None
+            raise self.fail(f"expected {_describe(what)} as an integer") from None
 
     def int(self, what: str = "an int32") -> int:
         return self._ints(1, what)[0]
@@ -339,7 +338,7 @@ class _AsciiSource:
 
     def raw(self, n: int, what: str) -> bytes:
         if n > self.remaining():
-            raise self.fail(f"{what} of {n} bytes runs past the end of the file ({self.remaining()} bytes left)")
+            raise self.fail(f"{_describe(what)} of {n} bytes runs past the end of the file ({self.remaining()} bytes left)")
         out = self.data[self.pos:self.pos + n]
         self.pos += n
         if n:
@@ -350,7 +349,7 @@ class _AsciiSource:
         if dtype in (torch.uint8, torch.int8):  # Byte/Char data are raw bytes in ASCII mode
             return torch.from_numpy(np.frombuffer(self.raw(n, what), dtype=_NP_DTYPE[dtype]).copy())
         if n > self.remaining():
-            raise self.fail(f"{what} of {n} elements cannot fit in the {self.remaining()} bytes left")
+            raise self.fail(f"{_describe(what)} of {n} elements cannot fit in the {self.remaining()} bytes left")
         toks = self._tokens(n, what) if n else []
         try:
             if dtype.is_floating_point:
@@ -358,7 +357,7 @@ class _AsciiSource:
             else:
                 values = np.array([int(t) for t in toks], dtype=np.int64)
         except ValueError:
-            raise self.fail(f"malformed number in {what}") from None
+            raise self.fail(f"malformed number in {_describe(what)}") from None
         return torch.from_numpy(values.astype(_NP_DTYPE[dtype]))
 
 
@@ -395,7 +394,7 @@ class _Reader:
     def value(self, where: str) -> Any:
         src = self.src
         start = src.tell()
-        code = src.int(f"the type code of {where}")
+        code = src.int(("the type code of", where))
         if code == TYPE_NIL:
             return None
         if code == TYPE_NUMBER:
@@ -405,7 +404,7 @@ class _Reader:
         if code == TYPE_BOOLEAN:
             return src.int("a boolean") == 1
         if code in (TYPE_TABLE, TYPE_TORCH, TYPE_RECUR_FUNCTION, TYPE_RECUR_FUNCTION_LEGACY):
-            index = src.int(f"the object index of {where}")
+            index = src.int(("the object index of", where))
             if index in self.memo:
                 if index in self.in_progress:
                     self.early_refs.add(index)
@@ -417,14 +416,14 @@ class _Reader:
             return self.function(index, code)
         if code == TYPE_FUNCTION:
             return self.function(None, code)
-        raise src.fail(f"unknown type code {code} for {where} (valid codes are 0-8); "
+        raise src.fail(f"unknown type code {code} for {_describe(where)} (valid codes are 0-8); "
                        "the file is corrupt or not a Torch .t7 file", start)
 
     def string(self, what: str) -> bytes:
-        n = self.src.int(f"the length of a string in {what}")
+        n = self.src.int(("the length of a string in", what))
         if n < 0:
-            raise self.src.fail(f"negative string length {n} in {what}")
-        return self.src.raw(n, f"a string in {what}")
+            raise self.src.fail(f"negative string length {n} in {_describe(what)}")
+        return self.src.raw(n, ("a string in", what))
 
     def table(self, index: int, where: str) -> Any:
         src = self.src
@@ -435,10 +434,10 @@ class _Reader:
         self.memo[index] = table
         self.in_progress.add(index)
         for _ in range(n):
-            key = self.value(f"a table key in {where}")
-            value = self.value(f"the value of key {key!r} in {where}" if isinstance(key, (str, int)) else where)
+            key = self.value(("a table key in", where))
+            value = self.value(("key", key, where))
             if key is None:
-                raise src.fail(f"nil table key in {where}")
+                raise src.fail(f"nil table key in {_describe(where)}")
             table[_as_key(key)] = value
         self.in_progress.discard(index)
         if _is_list_keys(table):
@@ -451,13 +450,13 @@ class _Reader:
 
     def torch_object(self, index: int, where: str) -> Any:
         src = self.src
-        header = _lua_string(self.string(f"the class header of {where}"))
+        header = _lua_string(self.string(("the class header of", where)))
         if isinstance(header, str) and header.startswith("V "):
             try:
                 version = int(header[2:])
             except ValueError:
                 raise src.fail(f"bad version header {header!r}") from None
-            name = _lua_string(self.string(f"the class name of {where}"))
+            name = _lua_string(self.string(("the class name of", where)))
         else:  # files from before versioned classes: the header is the class name
             version, name = 0, header
         if not isinstance(name, str) or not name:
@@ -538,6 +537,17 @@ class _Reader:
         return fn
 
 
+def _describe(what: Any) -> str:
+    """Error-message text for a lazily built location (tuples are only formatted on failure)."""
+    if isinstance(what, str):
+        return what
+    if what[0] == "key":
+        _, key, parent = what
+        shown = repr(key) if isinstance(key, (str, int, float, bytes)) else type(key).__name__
+        return f"the value of key {shown} in {_describe(parent)}"
+    return f"{what[0]} {_describe(what[1])}"
+
+
 def _as_key(key: Any) -> Any:
     if isinstance(key, bool):
         return BoolKey(key)
@@ -606,29 +616,29 @@ def load(path: str | os.PathLike, *, long_size: int | None = None) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     with f:
-        return _load_stream(f, os.fstat(f.fileno()).st_size, str(path), long_size)
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return _load_buffer(b"", str(path), long_size)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _load_buffer(buf, str(path), long_size)
 
 
 def load_bytes(data: bytes, *, name: str = "<bytes>", long_size: int | None = None) -> Any:
     """:func:`load` from an in-memory buffer (e.g. a member of a tar archive)."""
-    return _load_stream(io.BytesIO(data), len(data), name, long_size)
+    return _load_buffer(data, name, long_size)
 
 
-def _load_stream(f: BinaryIO, size: int, name: str, long_size: int | None) -> Any:
-    head = f.read(4)
-    if not head:
+def _load_buffer(buf, name: str, long_size: int | None) -> Any:
+    size = len(buf)
+    if not size:
         raise T7FormatError(f"{name}: byte 0: the file is empty, expected a Torch .t7 object")
-    ascii_mode = _detect_ascii(head)
-    data = head + f.read() if ascii_mode else b""
+    ascii_mode = _detect_ascii(bytes(buf[:4]))
+    data = bytes(buf) if ascii_mode else b""
     first_error: T7FormatError | None = None
     for ls in ([long_size] if long_size else [8, 4]):
         if ls not in (4, 8):
             raise ValueError(f"long_size must be 4 or 8, not {ls}")
-        if ascii_mode:
-            src: _BinarySource | _AsciiSource = _AsciiSource(data, name, ls)
-        else:
-            f.seek(0)
-            src = _BinarySource(f, size, name, ls)
+        src = _AsciiSource(data, name, ls) if ascii_mode else _BinarySource(buf, name, ls)
         try:
             obj = _Reader(src).read()
             trailing = size - src.tell()
