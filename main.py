@@ -1,0 +1,117 @@
+"""Train and test ResNets and DenseNets: port of ``main.lua`` (fb.resnet.torch + liuzhuang13/DenseNet).
+
+    python main.py -netType densenet -dataset cifar10 -depth 100 -growthRate 12 -data DIR
+
+Takes the flags of the original ``opts.lua`` (``python main.py -h`` lists them). Several GPUs or
+machines: ``torchrun --nproc_per_node N main.py ...`` (DistributedDataParallel, one process per GPU;
+``-batchSize`` stays the global batch size, as with Lua's DataParallelTable).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+
+from fbresnet_port import checkpoints
+from fbresnet_port.errors import UserError
+
+
+def lua_number(x: float) -> str:
+    """A number as Lua's ``print`` shows it (``%.14g``; ``inf`` for math.huge)."""
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return "%.14g" % x
+
+
+def setup_device(opt) -> torch.device:
+    """Pick the device (``-device auto|cpu|cuda``) and join a torch.distributed job when launched by torchrun."""
+    want = getattr(opt, "device", "auto")
+    use_cuda = torch.cuda.is_available() if want == "auto" else want == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise UserError("-device cuda: no CUDA device is available; use -device cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    opt.device = device.type
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """As main.lua: ``torch.manualSeed`` and ``cutorch.manualSeedAll``, always (also for 0)."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def run(argv: list[str]) -> None:
+    from fbresnet_port import opts
+    from fbresnet_port.dataloader import DataLoader
+    from fbresnet_port.train import Trainer
+    import models
+
+    opt = opts.parse(argv)
+    device = setup_device(opt)
+    seed_everything(int(opt.manualSeed))
+    main_process = checkpoints.is_main_process()
+    if not main_process:  # logs and files come from rank 0 only
+        sys.stdout = open(os.devnull, "w")
+
+    checkpoint, optim_state = checkpoints.latest(opt)
+    model, criterion = models.setup(opt, checkpoint)
+    model = model.to(device)
+    criterion = criterion.to(device)
+    if torch.distributed.is_initialized():
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    elif device.type == "cuda" and opt.nGPU > 1:
+        model = torch.nn.DataParallel(model, device_ids=list(range(int(opt.nGPU))))
+
+    train_loader, val_loader = DataLoader.create(opt)
+    trainer = Trainer(model, criterion, opt, optim_state)
+
+    if opt.testOnly:
+        top1, top5 = trainer.test(0, val_loader)
+        print(" * Results top1: %6.3f  top5: %6.3f" % (top1, top5))
+        return
+
+    start_epoch = int(checkpoint["epoch"]) + 1 if checkpoint else int(opt.epochNumber)
+    best_top1 = float(checkpoint.get("bestTop1", math.inf)) if checkpoint else math.inf
+    best_top5 = float(checkpoint.get("bestTop5", math.inf)) if checkpoint else math.inf
+    for epoch in range(start_epoch, int(opt.nEpochs) + 1):
+        trainer.train(epoch, train_loader)
+        top1, top5 = trainer.test(epoch, val_loader)
+        is_best = top1 < best_top1
+        if is_best:
+            best_top1, best_top5 = top1, top5
+            print("\t".join([" * Best model ", lua_number(top1), lua_number(top5)]))
+        if main_process:
+            checkpoints.save(epoch, model, trainer.optim_state_lua(), is_best, opt,
+                             best=(best_top1, best_top5))
+    print(" * Finished top1: %6.3f  top5: %6.3f" % (best_top1, best_top5))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
