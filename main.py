@@ -18,13 +18,6 @@ from fbresnet_port import checkpoints
 from fbresnet_port.errors import UserError
 
 
-def lua_number(x: float) -> str:
-    """A number as Lua's ``print`` shows it (``%.14g``; ``inf`` for math.huge)."""
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return "%.14g" % x
-
-
 def setup_device(opt) -> torch.device:
     """Pick the device (``-device auto|cpu|cuda``) and join a torch.distributed job when launched by torchrun."""
     want = getattr(opt, "device", "auto")
@@ -54,10 +47,11 @@ def seed_everything(seed: int) -> None:
 def run(argv: list[str]) -> None:
     from fbresnet_port import opts
     from fbresnet_port.dataloader import DataLoader
-    from fbresnet_port.train import Trainer
+    from fbresnet_port.train import Trainer, format_best, format_finished, format_results
     import models
 
     opt = opts.parse(argv)
+    opts.apply_backend_flags(opt)
     device = setup_device(opt)
     seed_everything(int(opt.manualSeed))
     main_process = checkpoints.is_main_process()
@@ -79,7 +73,7 @@ def run(argv: list[str]) -> None:
 
     if opt.testOnly:
         top1, top5 = trainer.test(0, val_loader)
-        print(" * Results top1: %6.3f  top5: %6.3f" % (top1, top5))
+        print(format_results(top1, top5))
         return
 
     start_epoch = int(checkpoint["epoch"]) + 1 if checkpoint else int(opt.epochNumber)
@@ -91,11 +85,11 @@ def run(argv: list[str]) -> None:
         is_best = top1 < best_top1
         if is_best:
             best_top1, best_top5 = top1, top5
-            print("\t".join([" * Best model ", lua_number(top1), lua_number(top5)]))
+            print(format_best(top1, top5))
         if main_process:
             checkpoints.save(epoch, model, trainer.optim_state_lua(), is_best, opt,
                              best=(best_top1, best_top5))
-    print(" * Finished top1: %6.3f  top5: %6.3f" % (best_top1, best_top5))
+    print(format_finished(best_top1, best_top5))
 
 
 def main(argv: list[str] | None = None) -> int:
