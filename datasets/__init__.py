@@ -1,0 +1,63 @@
+"""Port of fb.resnet.torch ``datasets/init.lua``: dataset creation with a cached index.
+
+``create(opt, split)`` loads ``<opt.gen>/<opt.dataset>.t7``, generating it first with
+``datasets/<dataset>_gen.py`` when it is missing or (ImageNet) when its ``basedir`` differs from
+``opt.data``. The cache files have exactly the Lua layout, so Lua and this port share them both ways.
+Unlike Lua (which writes downloads to a hard-coded ``gen/``), everything goes to ``-gen`` (PARITY §9 #13).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from fbresnet_port import t7
+from fbresnet_port.errors import UserError
+
+DATASETS = ("imagenet", "cifar10", "cifar100")
+_CLASSES = {"imagenet": ("imagenet", "ImagenetDataset"), "cifar10": ("cifar10", "CifarDataset"),
+            "cifar100": ("cifar100", "CifarDataset")}
+
+
+def cache_path(opt) -> Path:
+    """``paths.concat(opt.gen, opt.dataset .. '.t7')``."""
+    return Path(str(getattr(opt, "gen", "gen") or "gen")) / f"{opt.dataset}.t7"
+
+
+def _load_cache(path: Path) -> Any:
+    try:
+        return t7.load(path)
+    except (t7.T7FormatError, OSError) as e:
+        raise UserError(f"cannot read the dataset cache {path}: {e}. Delete it to regenerate it.") from None
+
+
+def _is_valid(opt, info: Any) -> bool:
+    """``isvalid``: a cache with a ``basedir`` is stale when it differs from ``-data`` (exact string)."""
+    basedir = info.get("basedir") if isinstance(info, dict) else None
+    return basedir is None or basedir == str(opt.data)
+
+
+def load_image_info(opt) -> Any:
+    """The cache table for ``opt.dataset``, generated first when missing or stale."""
+    if opt.dataset not in DATASETS:
+        raise UserError(f"unknown dataset: {opt.dataset}")
+    path = cache_path(opt)
+    if not path.is_file() or not _is_valid(opt, _load_cache(path)):
+        gen = importlib.import_module(f"{__name__}.{opt.dataset}_gen")
+        gen.exec(opt, path)
+    info = _load_cache(path)
+    if opt.dataset.startswith("cifar"):
+        from .cifar10_gen import CIFAR10, check_cache
+        from .cifar100_gen import CIFAR100
+        check_cache(info, CIFAR10 if opt.dataset == "cifar10" else CIFAR100, path)
+    return info
+
+
+def create(opt, split: str, image_info: Any = None):
+    """Port of ``M.create(opt, split)``: the dataset object of ``opt.dataset`` for ``split``.
+
+    ``image_info`` (the loaded cache) may be passed to avoid reading the cache again.
+    """
+    info = image_info if image_info is not None else load_image_info(opt)
+    module, cls = _CLASSES[opt.dataset]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(info, opt, split)

@@ -1,0 +1,214 @@
+"""Port of fb.resnet.torch ``dataloader.lua``: multi-process batch loading for one split.
+
+Behaviour (PARITY.md §6.1):
+
+* ``DataLoader.create(opt)`` returns ``(train_loader, val_loader)``; each has ``-nThreads`` worker
+  processes (persistent across epochs, so their random streams continue as Lua's threads do).
+* Every pass (``iter(loader)`` or ``loader.run()``) draws a new ``torch.randperm(N)`` in the main
+  process from torch's global RNG (Lua: the main thread's RNG), for train **and** val (PARITY §9 #15,
+  reproduced). Batches are consecutive slices of it; the last one is partial, never dropped;
+  ``len(loader) = ceil(N / batchSize)``.
+* A worker builds a whole batch. Worker ``k`` (1-based) seeds its own generator with
+  ``manualSeed + k``; with ``manualSeed == 0`` the seeds are random, as in Lua. Unlike Lua, batches
+  come back in order (batch j always goes to worker ``j mod nThreads``), so a seeded run is
+  reproducible. ``nThreads 0`` builds batches in the calling process (seed ``manualSeed + 1``).
+* With ``-tenCrop`` the val loader takes ``floor(batchSize / 10)`` samples per batch and returns
+  ``(B*10, C, H, W)``, the 10 crops of a sample contiguous. CIFAR rejects ``-tenCrop`` and a
+  ten-crop batch size below 10 is an error (PARITY §9 #3, #4: clear errors instead of Lua's crash).
+* Inputs are float32 (``-precision double``: float64, ``half``: float16, Lua's CPU tensor types);
+  targets are 0-based int64 (Lua: 1-based labels).
+* Datasets with a ``get_batch`` method (CIFAR) preprocess a batch at once (vectorised); others
+  (ImageNet) run ``get`` + ``preprocess`` per sample. An image that cannot be read (``OSError``) is
+  skipped with a warning and counted in ``loader.skipped``; a batch left empty is not yielded.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Iterator
+
+import torch
+import torch.utils.data as tud
+
+from .errors import UserError
+
+_DTYPES = {"double": torch.float64, "half": torch.float16}
+
+
+class Batch:
+    """One mini-batch: ``input`` (N x C x H x W) and 0-based ``target`` (int64).
+
+    Unpacks as ``input, target = batch`` and also answers ``batch['input']`` like Lua's sample table.
+    """
+
+    __slots__ = ("input", "target", "skipped")
+
+    def __init__(self, input: torch.Tensor, target: torch.Tensor, skipped: int = 0):
+        self.input = input
+        self.target = target
+        self.skipped = skipped
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.input, self.target))
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in ("input", "target"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def __repr__(self) -> str:
+        return f"Batch(input={tuple(self.input.shape)}, target={tuple(self.target.shape)})"
+
+
+def _make_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, or from OS entropy when ``seed == 0`` (Lua: /dev/urandom)."""
+    g = torch.Generator()
+    if seed:
+        g.manual_seed(seed)
+    else:
+        g.seed()
+    return g
+
+
+def build_batch(dataset: Any, preprocess: Any, indices: torch.Tensor, n_crops: int,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The job of dataloader.lua for one batch: ``get`` -> ``preprocess`` per sample, stacked.
+
+    Returns ``(input (B*n_crops) x C x H x W, 0-based target (B), number of unreadable images skipped)``.
+    """
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices, generator, n_crops)
+    inputs, targets, skipped = [], [], 0
+    for i in indices.tolist():
+        try:
+            sample = dataset.get(i)
+        except OSError as e:
+            skipped += 1
+            print(f"warning: skipping unreadable image: {e}", file=sys.stderr)
+            continue
+        inputs.append(preprocess(sample["input"], generator))
+        targets.append(sample["target"])
+    if not inputs:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+    first = inputs[0].shape
+    for x in inputs:
+        if x.shape != first:
+            raise ValueError(f"samples of a batch differ in shape: {tuple(first)} and {tuple(x.shape)}")
+    batch = torch.stack(inputs)
+    if n_crops > 1:
+        batch = batch.reshape(-1, *batch.shape[2:])
+    return batch, torch.tensor(targets, dtype=torch.int64) - 1, skipped
+
+
+class _Jobs(tud.Dataset):
+    """Map-style dataset whose items are whole batches, keyed by an index tensor."""
+
+    def __init__(self, dataset: Any, n_crops: int, dtype: torch.dtype, seed: int):
+        self.dataset = dataset
+        self.n_crops = n_crops
+        self.dtype = dtype
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+        self._preprocess = None
+
+    def start_worker(self, idx: int) -> None:
+        """Lua ``main(idx)``: seed this worker (manualSeed + idx, 1-based idx) and build preprocess."""
+        torch.set_num_threads(1)
+        self.generator = _make_generator(self.seed + idx if self.seed else 0)
+        if not hasattr(self.dataset, "get_batch"):
+            self._preprocess = self.dataset.preprocess()
+
+    def __len__(self) -> int:
+        return self.dataset.size()
+
+    def __getitem__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if self.generator is None:
+            self.start_worker(1)
+        x, y, skipped = build_batch(self.dataset, self._preprocess, indices, self.n_crops, self.generator)
+        return x.to(self.dtype), y, skipped
+
+
+def _worker_init(worker_id: int) -> None:
+    info = tud.get_worker_info()
+    info.dataset.start_worker(worker_id + 1)
+
+
+class _EpochSampler(tud.Sampler):
+    """Yields the index tensor of each batch: consecutive slices of a fresh permutation per pass."""
+
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator | None):
+        self.size = size
+        self.batch_size = batch_size
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # a generator: the permutation is drawn at the first batch, so iterators that torch's
+        # DataLoader creates and discards (it makes two on a first multi-worker pass) draw nothing
+        perm = torch.randperm(self.size, generator=self.generator)
+        yield from perm.split(self.batch_size)
+
+
+class DataLoader:
+    """Port of ``resnet.DataLoader`` (dataloader.lua) for one split of ``dataset``.
+
+    ``generator`` (default: torch's global RNG, like Lua's main-thread ``torch.randperm``) draws the
+    per-pass permutation.
+    """
+
+    @staticmethod
+    def create(opt) -> tuple["DataLoader", "DataLoader"]:
+        """Port of ``DataLoader.create(opt)``: the train and val loaders (the cache is read once)."""
+        import datasets
+        info = datasets.load_image_info(opt)
+        return tuple(DataLoader(datasets.create(opt, split, info), opt, split)  # type: ignore[return-value]
+                     for split in ("train", "val"))
+
+    def __init__(self, dataset: Any, opt, split: str, generator: torch.Generator | None = None):
+        self.dataset = dataset
+        self.split = split
+        self.n_crops = 10 if (split == "val" and getattr(opt, "tenCrop", False)) else 1
+        if self.n_crops > 1 and str(getattr(opt, "dataset", "")).startswith("cifar"):
+            raise UserError("-tenCrop is only supported for ImageNet (the original crashes with CIFAR)")
+        self.batch_size = int(math.floor(opt.batchSize / self.n_crops))
+        if self.batch_size < 1:
+            extra = " (-tenCrop puts floor(batchSize / 10) images in a batch)" if self.n_crops > 1 else ""
+            raise UserError(f"-batchSize {opt.batchSize} gives batches of 0 images{extra}; use a larger -batchSize")
+        self.size_ = dataset.size()
+        self.n_threads = max(int(getattr(opt, "nThreads", 0) or 0), 0)
+        self.dtype = _DTYPES.get(str(getattr(opt, "precision", "single")), torch.float32)
+        self.manual_seed = int(getattr(opt, "manualSeed", 0) or 0)
+        self.skipped = 0
+        self._jobs = _Jobs(dataset, self.n_crops, self.dtype, self.manual_seed)
+        self._sampler = _EpochSampler(self.size_, self.batch_size, generator)
+        workers = self.n_threads
+        self._loader = tud.DataLoader(
+            self._jobs, batch_size=None, sampler=self._sampler, num_workers=workers,
+            worker_init_fn=_worker_init if workers else None, persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
+            generator=torch.Generator())  # torch's own worker seeds: not drawn from the global RNG
+
+    def size(self) -> int:
+        """Number of batches per pass: ceil(N / batchSize)."""
+        return math.ceil(self.size_ / self.batch_size)
+
+    __len__ = size
+
+    def __iter__(self) -> Iterator[Batch]:
+        skipped = 0
+        for x, y, n_skipped in self._loader:
+            skipped += n_skipped
+            self.skipped += n_skipped
+            if y.numel():
+                yield Batch(x, y, n_skipped)
+        if skipped:
+            print(f" | {self.split}: skipped {skipped} unreadable image(s) this pass", file=sys.stderr)
+
+    def run(self) -> Iterator[tuple[int, Batch]]:
+        """Lua ``DataLoader:run()``: ``(n, sample)`` pairs, n counting from 1."""
+        return enumerate(self, start=1)
