@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from fbresnet_port import checkpoints
+from fbresnet_port import checkpoints, distributed
 from fbresnet_port.errors import UserError
 
 
@@ -24,9 +24,7 @@ def setup_device(opt) -> torch.device:
     use_cuda = torch.cuda.is_available() if want == "auto" else want == "cuda"
     if use_cuda and not torch.cuda.is_available():
         raise UserError("-device cuda: no CUDA device is available; use -device cpu")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    distributed.init_from_env("cuda" if use_cuda else "cpu")
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
@@ -54,7 +52,7 @@ def run(argv: list[str]) -> None:
     opts.apply_backend_flags(opt)
     device = setup_device(opt)
     seed_everything(int(opt.manualSeed))
-    main_process = checkpoints.is_main_process()
+    main_process = distributed.is_main_process()
     if not main_process:  # logs and files come from rank 0 only
         sys.stdout = open(os.devnull, "w")
 
@@ -62,13 +60,16 @@ def run(argv: list[str]) -> None:
     model, criterion = models.setup(opt, checkpoint)
     model = model.to(device)
     criterion = criterion.to(device)
-    if torch.distributed.is_initialized():
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if distributed.is_distributed():
+        model = distributed.wrap_model(model, device)
     elif device.type == "cuda" and opt.nGPU > 1:
         model = torch.nn.DataParallel(model, device_ids=list(range(int(opt.nGPU))))
 
+    if not main_process:
+        distributed.barrier()  # rank 0 builds the dataset cache first
     train_loader, val_loader = DataLoader.create(opt)
+    if main_process:
+        distributed.barrier()
     trainer = Trainer(model, criterion, opt, optim_state)
 
     if opt.testOnly:
@@ -102,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        distributed.cleanup()
     return 0
 
 

@@ -17,7 +17,6 @@ Every file is written atomically (temp file + rename): an interrupted save never
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +112,3 @@ def save(epoch: int, model: nn.Module, optim_state: dict, is_best: bool, opt: An
     t7.save(folder / "latest.t7", info)
     if is_best:
         t7.save(folder / "model_best.t7", lua_model)
-
-
-def is_main_process() -> bool:
-    """True unless this is a non-zero rank of a torch.distributed job (only rank 0 writes files)."""
-    return int(os.environ.get("RANK", "0")) == 0

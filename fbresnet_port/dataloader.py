@@ -20,6 +20,16 @@ Behaviour (PARITY.md §6.1):
 * Datasets with a ``get_batch`` method (CIFAR) preprocess a batch at once (vectorised); others
   (ImageNet) run ``get`` + ``preprocess`` per sample. An image that cannot be read (``OSError``) is
   skipped with a warning and counted in ``loader.skipped``; a batch left empty is not yielded.
+
+Distributed (``torchrun``, Lua ``-nGPU N``, PARITY §9 #29): ``-batchSize`` stays the global batch
+size and ``len(loader)`` the number of global batches on every rank. Every rank draws the pass's
+permutation as above (keeping the global RNGs in step) and then takes rank 0's (broadcast), so all
+ranks see the same global batches as a one-process run; rank ``r`` builds its slice
+``distributed.shard_slice(n, r, world)`` of each (DataParallelTable's split). Worker ``k`` of rank
+``r`` seeds ``manualSeed + max(nThreads, 1) * r + k`` (rank 0 as above). A rank whose slice is empty
+(a global batch smaller than the world size) or wholly unreadable gets a *placeholder* batch: one
+sample of the global batch with ``batch.placeholder = True``, which the trainer runs through the
+model (so the rank joins the step's collectives) but weights zero.
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ from typing import Any, Iterator
 import torch
 import torch.utils.data as tud
 
+from . import distributed
 from .errors import UserError
 
 _DTYPES = {"double": torch.float64, "half": torch.float16}
@@ -39,14 +50,18 @@ class Batch:
     """One mini-batch: ``input`` (N x C x H x W) and 0-based ``target`` (int64).
 
     Unpacks as ``input, target = batch`` and also answers ``batch['input']`` like Lua's sample table.
+
+    ``placeholder`` marks a distributed rank's stand-in batch that must count for nothing.
     """
 
-    __slots__ = ("input", "target", "skipped")
+    __slots__ = ("input", "target", "skipped", "placeholder")
 
-    def __init__(self, input: torch.Tensor, target: torch.Tensor, skipped: int = 0):
+    def __init__(self, input: torch.Tensor, target: torch.Tensor, skipped: int = 0,
+                 placeholder: bool = False):
         self.input = input
         self.target = target
         self.skipped = skipped
+        self.placeholder = placeholder
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.input, self.target))
@@ -103,32 +118,59 @@ def build_batch(dataset: Any, preprocess: Any, indices: torch.Tensor, n_crops: i
     return batch, torch.tensor(targets, dtype=torch.int64) - 1, skipped
 
 
-class _Jobs(tud.Dataset):
-    """Map-style dataset whose items are whole batches, keyed by an index tensor."""
+def worker_seed(manual_seed: int, n_threads: int, rank: int, idx: int) -> int:
+    """Seed of worker ``idx`` (1-based) of ``rank``: ``manualSeed + max(nThreads, 1)*rank + idx``
+    (Lua ``manualSeed + idx`` on rank 0); 0 (= seed from OS entropy) when ``manualSeed`` is 0."""
+    return manual_seed + max(n_threads, 1) * rank + idx if manual_seed else 0
 
-    def __init__(self, dataset: Any, n_crops: int, dtype: torch.dtype, seed: int):
+
+class _Jobs(tud.Dataset):
+    """Map-style dataset whose items are whole batches, keyed by an index tensor, or (distributed)
+    by ``(global batch indices, start, stop)``: this rank's slice of a global batch."""
+
+    def __init__(self, dataset: Any, n_crops: int, dtype: torch.dtype, seed: int,
+                 n_threads: int = 0, rank: int = 0):
         self.dataset = dataset
         self.n_crops = n_crops
         self.dtype = dtype
         self.seed = seed
+        self.n_threads = n_threads
+        self.rank = rank
         self.generator: torch.Generator | None = None
         self._preprocess = None
 
     def start_worker(self, idx: int) -> None:
-        """Lua ``main(idx)``: seed this worker (manualSeed + idx, 1-based idx) and build preprocess."""
+        """Lua ``main(idx)``: seed this worker (:func:`worker_seed`, 1-based idx), build preprocess."""
         torch.set_num_threads(1)
-        self.generator = _make_generator(self.seed + idx if self.seed else 0)
+        self.generator = _make_generator(worker_seed(self.seed, self.n_threads, self.rank, idx))
         if not hasattr(self.dataset, "get_batch"):
             self._preprocess = self.dataset.preprocess()
 
     def __len__(self) -> int:
         return self.dataset.size()
 
-    def __getitem__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _build(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return build_batch(self.dataset, self._preprocess, indices, self.n_crops, self.generator)
+
+    def __getitem__(self, key: torch.Tensor | tuple[torch.Tensor, int, int]
+                    ) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
         if self.generator is None:
             self.start_worker(1)
-        x, y, skipped = build_batch(self.dataset, self._preprocess, indices, self.n_crops, self.generator)
-        return x.to(self.dtype), y, skipped
+        if isinstance(key, torch.Tensor):
+            x, y, skipped = self._build(key)
+            return x.to(self.dtype), y, skipped, False
+        indices, start, stop = key
+        x, y, skipped = self._build(indices[start:stop])
+        placeholder = False
+        if not y.numel():
+            # Nothing of our own: stand in with one readable sample of the global batch (from
+            # the end) so that this rank still joins the step; the trainer weights it zero.
+            for i in reversed(range(len(indices))):
+                x, y, _ = self._build(indices[i:i + 1])
+                if y.numel():
+                    placeholder = True
+                    break
+        return x.to(self.dtype), y, skipped, placeholder
 
 
 def _worker_init(worker_id: int) -> None:
@@ -137,12 +179,19 @@ def _worker_init(worker_id: int) -> None:
 
 
 class _EpochSampler(tud.Sampler):
-    """Yields the index tensor of each batch: consecutive slices of a fresh permutation per pass."""
+    """Yields the index tensor of each batch: consecutive slices of a fresh permutation per pass.
 
-    def __init__(self, size: int, batch_size: int, generator: torch.Generator | None):
+    With ``world > 1`` the permutation is rank 0's (broadcast) and each item is this rank's job key
+    ``(global batch indices, start, stop)``.
+    """
+
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator | None,
+                 rank: int = 0, world: int = 1):
         self.size = size
         self.batch_size = batch_size
         self.generator = generator
+        self.rank = rank
+        self.world = world
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.batch_size)
@@ -151,14 +200,20 @@ class _EpochSampler(tud.Sampler):
         # a generator: the permutation is drawn at the first batch, so iterators that torch's
         # DataLoader creates and discards (it makes two on a first multi-worker pass) draw nothing
         perm = torch.randperm(self.size, generator=self.generator)
-        yield from perm.split(self.batch_size)
+        if self.world == 1:
+            yield from perm.split(self.batch_size)
+            return
+        distributed.broadcast(perm, src=0)
+        for indices in perm.split(self.batch_size):
+            part = distributed.shard_slice(len(indices), self.rank, self.world)
+            yield indices, part.start, part.stop
 
 
 class DataLoader:
     """Port of ``resnet.DataLoader`` (dataloader.lua) for one split of ``dataset``.
 
     ``generator`` (default: torch's global RNG, like Lua's main-thread ``torch.randperm``) draws the
-    per-pass permutation.
+    per-pass permutation. ``rank``/``world_size`` default to the torch.distributed job's (0/1 alone).
     """
 
     @staticmethod
@@ -169,7 +224,8 @@ class DataLoader:
         return tuple(DataLoader(datasets.create(opt, split, info), opt, split)  # type: ignore[return-value]
                      for split in ("train", "val"))
 
-    def __init__(self, dataset: Any, opt, split: str, generator: torch.Generator | None = None):
+    def __init__(self, dataset: Any, opt, split: str, generator: torch.Generator | None = None, *,
+                 rank: int | None = None, world_size: int | None = None):
         self.dataset = dataset
         self.split = split
         self.n_crops = 10 if (split == "val" and getattr(opt, "tenCrop", False)) else 1
@@ -183,9 +239,13 @@ class DataLoader:
         self.n_threads = max(int(getattr(opt, "nThreads", 0) or 0), 0)
         self.dtype = _DTYPES.get(str(getattr(opt, "precision", "single")), torch.float32)
         self.manual_seed = int(getattr(opt, "manualSeed", 0) or 0)
+        self.rank = distributed.rank() if rank is None else int(rank)
+        self.world_size = distributed.world_size() if world_size is None else int(world_size)
         self.skipped = 0
-        self._jobs = _Jobs(dataset, self.n_crops, self.dtype, self.manual_seed)
-        self._sampler = _EpochSampler(self.size_, self.batch_size, generator)
+        self._jobs = _Jobs(dataset, self.n_crops, self.dtype, self.manual_seed, self.n_threads,
+                           self.rank)
+        self._sampler = _EpochSampler(self.size_, self.batch_size, generator, self.rank,
+                                      self.world_size)
         workers = self.n_threads
         self._loader = tud.DataLoader(
             self._jobs, batch_size=None, sampler=self._sampler, num_workers=workers,
@@ -194,18 +254,18 @@ class DataLoader:
             generator=torch.Generator())  # torch's own worker seeds: not drawn from the global RNG
 
     def size(self) -> int:
-        """Number of batches per pass: ceil(N / batchSize)."""
+        """Number of (global) batches per pass: ceil(N / batchSize), on every rank."""
         return math.ceil(self.size_ / self.batch_size)
 
     __len__ = size
 
     def __iter__(self) -> Iterator[Batch]:
         skipped = 0
-        for x, y, n_skipped in self._loader:
+        for x, y, n_skipped, placeholder in self._loader:
             skipped += n_skipped
             self.skipped += n_skipped
             if y.numel():
-                yield Batch(x, y, n_skipped)
+                yield Batch(x, y, n_skipped, placeholder)
         if skipped:
             print(f" | {self.split}: skipped {skipped} unreadable image(s) this pass", file=sys.stderr)
 

@@ -10,6 +10,14 @@ converts its state to the Lua ``optimState`` table and ``Trainer(..., optim_stat
 Deliberate differences from the Lua code: top-5 uses ``k = min(5, nClasses)`` (Lua crashed below 5
 classes), the ten-crop test loss is not computed (Lua crashed on it), ``-precision half`` is mixed
 precision with float32 master weights (Lua kept fp16 weights), and an empty loader gives NaN scores.
+
+Distributed (DDP, Lua ``-nGPU``; see :mod:`fbresnet_port.distributed`): each rank gets its slice of
+every global batch. After the forward pass the ranks sum ``(loss * n, correct@1, correct@k, n)`` so
+that logs and returned scores are those of the whole global batch (Lua computed them on the gathered
+output), and each rank's loss is scaled by ``n_rank * world / n_global`` before backward, which makes
+DDP's gradient average exactly the gradient of the global-batch mean loss. Placeholder batches
+(``batch.placeholder``, a rank with no samples of its own) count zero and leave the BatchNorm
+running statistics as they were, as an idle DataParallelTable replica did.
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from . import distributed
 from .errors import UserError
 from .opts import apply_backend_flags
 
@@ -95,6 +104,29 @@ def _correct_counts(output: torch.Tensor, target: torch.Tensor, n_crops: int) ->
     predictions = out.topk(k, 1, largest=True, sorted=True).indices
     correct = predictions.eq(target.to(predictions.device, torch.long).view(-1, 1))
     return torch.stack((correct[:, 0].sum(), correct.sum()))
+
+
+def _global_counts(counts: torch.Tensor, n_local: int, loss: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """Sum over the ranks of ``[loss * n, correct@1, correct@k, n]`` (loss entry only when given),
+    float64 on the counts' device; ``n_local = 0`` (a placeholder) contributes nothing."""
+    parts = [counts.double() * (1.0 if n_local else 0.0),
+             torch.full((1,), float(n_local), dtype=torch.float64, device=counts.device)]
+    if loss is not None:
+        parts.insert(0, loss.detach().double().view(1) * n_local)
+    return distributed.all_reduce_sum(torch.cat(parts))
+
+
+def _snapshot_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the module buffers (BatchNorm running statistics), for :func:`_restore_buffers`."""
+    return [(b, b.detach().clone()) for b in model.buffers()]
+
+
+def _restore_buffers(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Put back buffers saved by :func:`_snapshot_buffers` (after backward: autograd saved them)."""
+    with torch.no_grad():
+        for b, copy in saved:
+            b.copy_(copy)
 
 
 def _error_rates(correct1: float, correct5: float, batch_size: int) -> tuple[float, float]:
@@ -287,6 +319,7 @@ class Trainer:
             self.current_lr = self.learning_rate(epoch)
         size = len(dataloader)
         device, dtype = self._placement()
+        world = distributed.world_size()
         top1_sum = top5_sum = loss_sum = 0.0
         n_samples = 0
 
@@ -298,17 +331,31 @@ class Trainer:
                 self.current_lr = self.learning_rate(epoch, n, size)
             data_time = time.perf_counter() - data_timer
             input, target = self._copy_inputs(batch, device, dtype)
+            placeholder = bool(getattr(batch, "placeholder", False))
+            saved = _snapshot_buffers(self.model) if placeholder else None
 
             with self._autocast(device):
                 output = self.model(input)
                 loss = self.criterion(output, target)
-            self._step(loss, device)
 
-            batch_size = output.size(0)
-            stats = torch.cat((loss.detach().double().view(1),
-                               _correct_counts(output, target, 1).double()))
-            loss_value, correct1, correct5 = stats.tolist()  # the one sync per iteration
-            top1, top5 = _error_rates(correct1, correct5, batch_size)
+            if world == 1:
+                self._step(loss, device)
+                batch_size = output.size(0)
+                stats = torch.cat((loss.detach().double().view(1),
+                                   _correct_counts(output, target, 1).double()))
+                loss_value, correct1, correct5 = stats.tolist()  # the one sync per iteration
+            else:
+                n_local = 0 if placeholder else output.size(0)
+                stats = _global_counts(_correct_counts(output, target, 1), n_local, loss)
+                # DDP averages gradients over ranks: weight this rank's mean loss by its share
+                scale = (stats[3].clamp(min=1).reciprocal() * (n_local * world)).to(loss.dtype)
+                self._step(loss * scale, device)
+                if saved is not None:  # an idle replica's statistics do not move
+                    _restore_buffers(saved)
+                loss_total, correct1, correct5, n_global = stats.tolist()
+                batch_size = int(n_global)
+                loss_value = loss_total / max(n_global, 1)
+            top1, top5 = _error_rates(correct1, correct5, max(batch_size, 1))
             top1_sum += top1 * batch_size
             top5_sum += top5 * batch_size
             loss_sum += loss_value * batch_size
@@ -332,6 +379,7 @@ class Trainer:
             raise UserError(f"-tenCrop needs -batchSize of at least 10, got {opt.batchSize}")
         size = len(dataloader)
         device, dtype = self._placement()
+        world = distributed.world_size()
         top1_sum = top5_sum = 0.0
         n_samples = 0
 
@@ -345,7 +393,13 @@ class Trainer:
                     output = self.model(input)
 
                 batch_size = output.size(0) // n_crops
-                correct1, correct5 = _correct_counts(output, target, n_crops).tolist()
+                counts = _correct_counts(output, target, n_crops)
+                if world == 1:
+                    correct1, correct5 = counts.tolist()
+                else:
+                    n_local = 0 if getattr(batch, "placeholder", False) else batch_size
+                    correct1, correct5, n_global = _global_counts(counts, n_local).tolist()
+                    batch_size = int(n_global)
                 top1, top5 = _error_rates(correct1, correct5, batch_size)
                 top1_sum += top1 * batch_size
                 top5_sum += top5 * batch_size

@@ -1,0 +1,161 @@
+"""torch.distributed helpers: the DDP counterpart of Lua's ``-nGPU N`` (``nn.DataParallelTable``).
+
+Lua split each ``-batchSize`` batch across the GPUs of one process (PARITY §4.1, §9 #29). Here one
+process per GPU (or per CPU worker) is started by ``torchrun --nproc_per_node N main.py ...``, which
+sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; ``-batchSize`` stays the global batch size and every rank
+takes the slice :func:`shard_slice` gives it of each global batch (the same ranges as
+DataParallelTable's ``sliceRange``). Every function is a no-op (or the identity) when the process is
+not part of a distributed job, so single-process code paths are unchanged.
+"""
+from __future__ import annotations
+
+import datetime
+import inspect
+import os
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "init_from_env", "is_distributed", "rank", "world_size", "is_main_process", "shard_slice",
+    "all_reduce_sum", "broadcast", "barrier", "cleanup", "wrap_model",
+]
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes in the job (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0, the process that prints logs and writes checkpoints (Lua: GPU 1's replica).
+
+    Before the process group exists it reads ``RANK`` from the environment (torchrun sets it).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def init_from_env(device_type: str, timeout_s: float = 1800.0) -> tuple[int, int]:
+    """Join the job torchrun describes in the environment; returns ``(rank, world_size)``.
+
+    ``WORLD_SIZE`` unset or 1: nothing is initialised and ``(0, 1)`` is returned. Otherwise the
+    backend is NCCL for ``device_type == 'cuda'`` (and ``LOCAL_RANK`` selects the GPU), gloo for CPU.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return rank(), world_size()
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shard_slice(n: int, rank: int, world: int) -> slice:
+    """The part of a global batch of ``n`` samples that rank ``rank`` (0-based) of ``world`` takes.
+
+    Port of DataParallelTable's ``sliceRange``: boundaries at ``ceil(r * n / world)``, so the sizes
+    differ by at most one (64 over 3 ranks: 22, 21, 21) and every rank gets at least one sample when
+    ``n >= world``; with ``n < world`` some slices are empty (2 over 4: 1, 0, 1, 0). Exact integer
+    arithmetic (Lua used floating point, which can only differ for boundaries that are integers).
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    start = -(-rank * n // world)
+    stop = n if rank == world - 1 else -(-(rank + 1) * n // world)
+    return slice(start, stop)
+
+
+def _collective_device() -> torch.device:
+    """Where a tensor must live for the current backend (NCCL: the current GPU; gloo: CPU)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(values: torch.Tensor | Sequence[float]) -> torch.Tensor | list[float]:
+    """Sum over all ranks.
+
+    A tensor is reduced in place (moved to the backend's device and back when needed) and
+    returned; a sequence of numbers is summed in float64 and returned as a list of floats. Not
+    distributed: the input is returned unchanged (a sequence as a new list).
+    """
+    if isinstance(values, torch.Tensor):
+        if not is_distributed():
+            return values
+        device = _collective_device()
+        if values.device == device:
+            dist.all_reduce(values)
+            return values
+        buf = values.to(device)
+        dist.all_reduce(buf)
+        values.copy_(buf)
+        return values
+    floats = [float(v) for v in values]
+    if not is_distributed():
+        return floats
+    buf = torch.tensor(floats, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(buf)
+    return buf.tolist()
+
+
+def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Replace ``tensor`` (in place) by rank ``src``'s copy; returned for chaining. No-op alone."""
+    if not is_distributed():
+        return tensor
+    device = _collective_device()
+    if tensor.device == device:
+        dist.broadcast(tensor, src)
+        return tensor
+    buf = tensor.to(device)
+    dist.broadcast(buf, src)
+    tensor.copy_(buf)
+    return tensor
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Leave the process group if one was initialised (safe to call more than once)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel`` around ``model`` when distributed, else ``model`` itself.
+
+    No buffer sync in forward (``forward_sync_buffers=False``; ``broadcast_buffers=False`` before
+    torch 2.14) keeps each rank's BatchNorm running statistics its own, as each
+    DataParallelTable replica's were (PARITY §9 #29); checkpoints come from rank 0 (Lua: replica 1).
+    Parameters start equal on all ranks (DDP broadcasts rank 0's at construction).
+    """
+    if not is_distributed():
+        return model
+    device_ids = None
+    if device.type == "cuda":
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
+    ddp = nn.parallel.DistributedDataParallel
+    # rank 0's buffers are still copied once at construction (Lua: replicas cloned from replica 1)
+    no_sync = ({"forward_sync_buffers": False}
+               if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+               else {"broadcast_buffers": False})
+    return ddp(model, device_ids=device_ids, **no_sync)
