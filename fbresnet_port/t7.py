@@ -218,12 +218,11 @@ def _class_stem(typename: str, kind: str) -> str | None:
 # ----------------------------------------------------------------------------------------------
 # Low-level readers: binary and ASCII
 # ----------------------------------------------------------------------------------------------
-class _BinarySource:
-    """Little-endian binary reads from a buffer (the mapped file), with bounds checks."""
+class _Source:
+    """Position, size and error reporting shared by the binary and ASCII readers."""
 
-    def __init__(self, buf, name: str, long_size: int):
-        self.buf, self.pos, self.size, self.name, self.long_size = buf, 0, len(buf), name, long_size
-        self._long = {4: "<i", 8: "<q"}[long_size]
+    def __init__(self, data, name: str, long_size: int):
+        self.data, self.pos, self.size, self.name, self.long_size = data, 0, len(data), name, long_size
 
     def tell(self) -> int:
         return self.pos
@@ -233,6 +232,15 @@ class _BinarySource:
 
     def remaining(self) -> int:
         return self.size - self.pos
+
+
+class _BinarySource(_Source):
+    """Little-endian binary reads from a buffer (the mapped file), with bounds checks."""
+
+    def __init__(self, buf, name: str, long_size: int):
+        super().__init__(buf, name, long_size)
+        self.buf = buf
+        self._long = {4: "<i", 8: "<q"}[long_size]
 
     def _need(self, n: int, what: str) -> int:
         pos = self.pos
@@ -277,21 +285,8 @@ _INT = struct.Struct("<i")
 _DOUBLE = struct.Struct("<d")
 
 
-class _AsciiSource:
+class _AsciiSource(_Source):
     """Reads the text form of DiskFile's ASCII mode (scalars on lines, raw bytes for chars)."""
-
-    def __init__(self, data: bytes, name: str, long_size: int):
-        self.data, self.pos, self.name, self.long_size = data, 0, name, long_size
-        self.size = len(data)
-
-    def tell(self) -> int:
-        return self.pos
-
-    def fail(self, what: str, offset: int | None = None) -> T7FormatError:
-        return T7FormatError(f"{self.name}: byte {self.pos if offset is None else offset}: {_describe(what)}")
-
-    def remaining(self) -> int:
-        return self.size - self.pos
 
     def _spacing(self) -> None:  # DiskFile auto-spacing: one newline after each read/write call
         if self.pos < self.size and self.data[self.pos] == 0x0A:
