@@ -23,6 +23,7 @@ file, the byte offset and what was expected, before any allocation larger than t
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import mmap
@@ -205,6 +206,7 @@ def typename_of(tensor: torch.Tensor) -> str:
     return name or f"torch.{_DTYPE_STEM[tensor.dtype]}Tensor"
 
 
+@functools.lru_cache(maxsize=256)
 def _class_stem(typename: str, kind: str) -> str | None:
     """'torch.CudaLongTensor' -> 'Long'; 'torch.CudaTensor' -> 'Float'; None if not a tensor/storage class."""
     if not (typename.startswith("torch.") and typename.endswith(kind)):
@@ -250,7 +252,11 @@ class _BinarySource(_Source):
         return pos
 
     def int(self, what: str = "an int32") -> int:
-        return _INT.unpack_from(self.buf, self._need(4, what))[0]
+        pos = self.pos
+        if pos + 4 > self.size:
+            self._need(4, what)  # raises with the message
+        self.pos = pos + 4
+        return _INT.unpack_from(self.buf, pos)[0]
 
     def long(self, what: str = "a long") -> int:
         return struct.unpack_from(self._long, self.buf, self._need(self.long_size, what))[0]
@@ -464,7 +470,7 @@ class _Reader:
             return self.storage(index, name, _STEM_DTYPE[stem])
         obj = TorchObject(name, LuaTable(), version)
         self.memo[index] = obj
-        fields = self.value(f"the fields of {name}")
+        fields = self.value(("the fields of", name))
         if isinstance(fields, LuaList):  # a class whose fields happen to be 1..n
             fields = LuaTable((i + 1, v) for i, v in enumerate(fields))
         if fields is not None and not isinstance(fields, dict):
@@ -475,25 +481,25 @@ class _Reader:
     def storage(self, index: int, name: str, dtype: torch.dtype) -> Storage:
         src = self.src
         start = src.tell()
-        n = src.long(f"the size of a {name}")
+        n = src.long(("the size of a", name))
         if n < 0:
             raise src.fail(f"negative size {n} of a {name}", start)
-        st = Storage(src.elements(dtype, n, f"the data of a {name}"), name)
+        st = Storage(src.elements(dtype, n, ("the data of a", name)), name)
         self.memo[index] = st
         return st
 
     def tensor(self, index: int, name: str, dtype: torch.dtype) -> torch.Tensor:
         src = self.src
         start = src.tell()
-        ndim = src.int(f"the number of dimensions of a {name}")
+        ndim = src.int(("the number of dimensions of a", name))
         if ndim < 0 or ndim > _MAX_NDIM or ndim * 2 * (src.long_size if isinstance(src, _BinarySource) else 1) > src.remaining():
             raise src.fail(f"impossible number of dimensions {ndim} for a {name}", start)
-        sizes = src.longs(ndim, f"the sizes of a {name}")
-        strides = src.longs(ndim, f"the strides of a {name}")
-        offset = src.long(f"the storage offset of a {name}") - 1
+        sizes = src.longs(ndim, ("the sizes of a", name))
+        strides = src.longs(ndim, ("the strides of a", name))
+        offset = src.long(("the storage offset of a", name)) - 1
         if any(s < 0 for s in sizes) or any(s < 0 for s in strides):
             raise src.fail(f"negative size or stride in a {name}: sizes {sizes}, strides {strides}", start)
-        storage = self.value(f"the storage of a {name}")
+        storage = self.value(("the storage of a", name))
         if storage is not None and not isinstance(storage, Storage):
             raise src.fail(f"the storage of a {name} is a {type(storage).__name__}")
         numel = math.prod(sizes) if ndim else 0
