@@ -58,6 +58,9 @@ def run(argv: list[str]) -> None:
 
     checkpoint, optim_state = checkpoints.latest(opt)
     model, criterion = models.setup(opt, checkpoint)
+    if checkpoint is not None or opt.retrain != "none":
+        source = f"-resume {opt.resume}" if checkpoint else f"-retrain {opt.retrain}"
+        models.check_fits_dataset(model, opt, source)
     model = model.to(device)
     criterion = criterion.to(device)
     if distributed.is_distributed():
@@ -108,4 +111,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once under `| tee log`
     sys.exit(main())

@@ -8,6 +8,7 @@ Unlike Lua (which writes downloads to a hard-coded ``gen/``), everything goes to
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,19 @@ def _load_cache(path: Path) -> Any:
         raise UserError(f"cannot read the dataset cache {path}: {e}. Delete it to regenerate it.") from None
 
 
+def _make_gen_dir(folder: Path) -> None:
+    """Create ``-gen`` (with parents) before generating, so a bad path is reported as such."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"-gen {folder} is a file, not a folder (choose another -gen for the generated files)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"-gen {folder}: cannot create the folder for generated files "
+                        f"({e.strerror or e}); choose another -gen") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"-gen {folder} is not writable (choose another -gen for the generated files)")
+
+
 def _is_valid(opt, info: Any) -> bool:
     """``isvalid``: a cache with a ``basedir`` is stale when it differs from ``-data`` (exact string)."""
     basedir = info.get("basedir") if isinstance(info, dict) else None
@@ -44,6 +58,7 @@ def load_image_info(opt) -> Any:
     path = cache_path(opt)
     if not path.is_file() or not _is_valid(opt, _load_cache(path)):
         gen = importlib.import_module(f"{__name__}.{opt.dataset}_gen")
+        _make_gen_dir(path.parent)
         gen.exec(opt, path)
     info = _load_cache(path)
     if opt.dataset.startswith("cifar"):

@@ -72,14 +72,17 @@ def image_path(info_split: dict, i: int) -> str:
     return os.fsdecode(raw.split(b"\0", 1)[0])
 
 
+_LAYOUT = "-data must be a folder holding train/ and val/, each with one sub-folder of images per class"
+
+
 def exec(opt, cache_path: str | os.PathLike) -> dict:
     """Port of ``imagenet-gen.lua`` ``M.exec(opt, cacheFile)``: scan ``opt.data`` and write the cache."""
     data = str(opt.data)
     train_dir, val_dir = Path(data) / "train", Path(data) / "val"
     if not train_dir.is_dir():
-        raise UserError(f"train directory not found: {train_dir}")
+        raise UserError(f"train directory not found: {train_dir} ({_LAYOUT})")
     if not val_dir.is_dir():
-        raise UserError(f"val directory not found: {val_dir}")
+        raise UserError(f"val directory not found: {val_dir} ({_LAYOUT})")
     print("=> Generating list of images")
     class_list = find_classes(train_dir)
     if not class_list:

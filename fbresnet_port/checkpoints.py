@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import t7
-from .errors import UserError
+from .errors import UserError, unreadable_t7
 
 # Lua tensor class of the optimiser's dfdx, by -precision (the original kept it on the GPU).
 _DFDX_TYPENAME = {"single": "torch.CudaTensor", "double": "torch.CudaDoubleTensor",
@@ -49,13 +49,15 @@ def latest(opt: Any) -> tuple[dict | None, dict | None]:
         return None, None
     folder = Path(opt.resume)
     if not folder.is_dir():
-        raise UserError(f"-resume {opt.resume}: no such folder; give the -save folder of an earlier run")
+        what = "is a file, not a folder" if folder.exists() else "no such folder"
+        raise UserError(f"-resume {opt.resume}: {what}; give the -save folder of an earlier run "
+                        f"(to start from a model file, use -retrain FILE)")
     latest_path = folder / "latest.t7"
     if not latest_path.is_file():
         print(f"=> No checkpoint in {folder} (no latest.t7): starting a fresh run")
         return None, None
     print(f"=> Loading checkpoint {latest_path}")
-    info = _load_table(latest_path)
+    info = _load_table(latest_path, opt.resume)
     for key in ("epoch", "modelFile", "optimFile"):
         if key not in info:
             raise UserError(f"{latest_path} has no '{key}' entry: not a checkpoint written by main.lua or main.py")
@@ -64,18 +66,23 @@ def latest(opt: Any) -> tuple[dict | None, dict | None]:
     checkpoint["optim_path"] = str(folder / info["optimFile"])
     optim_path = Path(checkpoint["optim_path"])
     if not optim_path.is_file():
-        raise UserError(f"{latest_path} names {optim_path.name}, which is missing from {folder}")
-    optim_state = _load_table(optim_path)
+        raise UserError(f"{latest_path} names {optim_path.name}, which is missing from {folder}; "
+                        f"restore it, or use -retrain {checkpoint['model_path']} to start a new run "
+                        f"from that model")
+    optim_state = _load_table(optim_path, opt.resume)
     return checkpoint, dict(optim_state)
 
 
-def _load_table(path: Path) -> dict:
+def _load_table(path: Path, resume: str) -> dict:
     try:
         obj = t7.load(path)
     except t7.T7FormatError as e:
-        raise UserError(f"cannot read checkpoint file: {e}") from None
+        raise unreadable_t7(f"-resume {resume}: checkpoint file {path}", path, e,
+                            "the run's files are damaged: resume from another copy or start afresh "
+                            "(move its latest.t7 away)") from None
     if not isinstance(obj, dict):
-        raise UserError(f"{path} holds a {type(obj).__name__}, expected a table")
+        raise UserError(f"-resume {resume}: {path} holds a {type(obj).__name__}, expected a table "
+                        f"written by main.lua or main.py")
     return obj
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import t7
-from .errors import UserError
+from .errors import UserError, unreadable_t7
 from .lua_nn import LuaModule, from_lua, load_lua_model, to_lua
 
 FORMAT = "fbresnet-port/lua-model"
@@ -59,9 +59,16 @@ def decode_tree(value: Any) -> Any:
 
 
 def save_converted(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write ``model`` in the converted format (see module docstring)."""
-    torch.save({"format": FORMAT, "version": VERSION, "lua_tree": encode_tree(to_lua(model)),
-                "state_dict": model.state_dict()}, path)
+    """Write ``model`` in the converted format (see module docstring); atomic (temp file + rename)."""
+    data = {"format": FORMAT, "version": VERSION, "lua_tree": encode_tree(to_lua(model)),
+            "state_dict": model.state_dict()}
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_converted(path: str | os.PathLike) -> nn.Module:
@@ -110,13 +117,22 @@ def main(model_t7: str, out_pt: str) -> None:
     try:
         if not os.path.isfile(model_t7):
             raise UserError(f"no such file: {model_t7}")
-        obj = t7.load(model_t7)
+        out_dir = os.path.dirname(os.path.abspath(out_pt))
+        if not os.path.isdir(out_dir):
+            state = "is a file, not a folder" if os.path.exists(out_dir) else "does not exist"
+            raise UserError(f"cannot write {out_pt}: {out_dir} {state} "
+                            f"(create the folder or choose another output path)")
+        try:
+            obj = t7.load(model_t7)
+        except t7.T7FormatError as err:
+            raise unreadable_t7(model_t7, model_t7, err, "give a model file written by torch.save, "
+                                "such as model_<epoch>.t7") from None
         if not isinstance(obj, t7.TorchObject):
             raise UserError(f"{model_t7} holds a {type(obj).__name__}, not a Lua nn module "
                             f"(give a model file such as model_<epoch>.t7, not a checkpoint table)")
         model = load_lua_model(obj)
         save_converted(model, out_pt)
-    except (UserError, t7.T7FormatError, OSError) as exc:
+    except (UserError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(summary(model))

@@ -3,3 +3,16 @@
 
 class UserError(Exception):
     """A mistake in the user's input. ``main.py`` prints ``error: <message>`` and exits with status 1."""
+
+
+def unreadable_t7(what: str, path: object, err: Exception, fix: str) -> UserError:
+    """A :class:`UserError` for a user-given file that ``t7.load`` cannot read.
+
+    ``what`` names where the file came from (``'-retrain model.t7'``); the message keeps the reader's
+    byte offset and expectation (without repeating the file name) and ends with ``fix``.
+    """
+    detail = str(err)
+    prefix = f"{path}: "
+    if detail.startswith(prefix):
+        detail = detail[len(prefix):]
+    return UserError(f"{what}: not a readable Torch .t7 file ({detail}); {fix}")

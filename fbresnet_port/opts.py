@@ -365,7 +365,11 @@ def _unknown_choice(what: str, value: str, choices: Iterable[str]) -> OptionErro
 
 def _make_save_dir(path: str) -> None:
     if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):  # found now, not when the first epoch is saved
+            raise OptionError(f"checkpoint directory is not writable: {path} (choose another -save)")
         return
+    if os.path.exists(path):
+        raise OptionError(f"-save {path} is a file, not a directory (choose another -save)")
     try:
         os.mkdir(path)  # single level, as paths.mkdir
     except OSError as e:

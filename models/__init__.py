@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from fbresnet_port import lua_nn, t7
-from fbresnet_port.errors import UserError
+from fbresnet_port.errors import UserError, unreadable_t7
 from models.lua_weights import LuaWeightsMismatch, load_lua_weights, structure_mismatch
-from models.resnet import lua_number
+from models.resnet import CIFAR_CLASSES, lua_number
 
-__all__ = ["available", "create", "setup", "replace_classifier", "load_model_file"]
+__all__ = ["available", "create", "setup", "replace_classifier", "load_model_file", "check_fits_dataset"]
 
 MODELS_DIR = Path(__file__).resolve().parent
 
@@ -73,13 +73,56 @@ def replace_classifier(model: nn.Module, n_classes: int) -> nn.Linear:
     return linear
 
 
-def load_model_file(path: str | os.PathLike) -> Any:
-    """Read a Lua ``.t7`` model file and check that it holds an ``nn`` module."""
-    obj = t7.load(path)
+_RETRAIN_FIX = "give a model file written by torch.save, such as model_<epoch>.t7"
+_RESUME_FIX = "the run's files are damaged: resume from another copy, or -retrain an earlier model_<epoch>.t7"
+
+
+def load_model_file(path: str | os.PathLike, flag: str = "-retrain", fix: str = _RETRAIN_FIX) -> Any:
+    """Read a Lua ``.t7`` model file and check that it holds an ``nn`` module (errors name ``flag``)."""
+    try:
+        obj = t7.load(path)
+    except t7.T7FormatError as err:
+        raise unreadable_t7(f"{flag} {path}", path, err, fix) from None
     if not isinstance(obj, t7.TorchObject):
-        raise UserError(f"{path} does not contain a Lua nn model (found a {type(obj).__name__}); "
+        raise UserError(f"{flag} {path} does not contain a Lua nn model (found a {type(obj).__name__}); "
                         f"expected a model file such as model_<epoch>.t7, not latest.t7 or an optimState file")
     return obj
+
+
+def _image_size(dataset: str) -> int:
+    return 224 if dataset == "imagenet" else 32
+
+
+def check_fits_dataset(model: nn.Module, opt: Any, what: str) -> None:
+    """Check that a model loaded from a file (``what``: e.g. ``'-retrain model.t7'``) takes ``-dataset``'s
+    images and gives a score for each class (``-nClasses`` with ``-resetClassifier``).
+
+    A file made for another dataset (an ImageNet net with CIFAR flags, a CIFAR-10 net for CIFAR-100) is
+    used as saved when it does not match the flags (see :func:`setup`) and would otherwise fail deep inside
+    the first batch. Runs one zero image through ``model`` in eval mode.
+    """
+    size = _image_size(opt.dataset)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            param = next(model.parameters(), None)
+            like = param if param is not None else torch.zeros(())
+            out = model(like.new_zeros(1, 3, size, size))
+    except (RuntimeError, ValueError, IndexError) as err:  # shape errors of a net made for other images
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{what}: the network does not take -dataset {opt.dataset} images (3x{size}x{size}): "
+                        f"{first}. It was made for another dataset: pass that dataset's flags "
+                        f"(-dataset, -netType, -depth) or train a new model without -retrain/-resume") from None
+    finally:
+        model.train(was_training)
+    reset = getattr(opt, "resetClassifier", False)
+    n_classes = int(opt.nClasses) if reset else CIFAR_CLASSES.get(opt.dataset)  # ImageNet folders vary
+    width = out.shape[-1] if out.dim() == 2 else None
+    if n_classes and (width is None or width < n_classes):
+        got = f"{width} class scores" if width is not None else f"an output of shape {tuple(out.shape)}"
+        raise UserError(f"{what}: the network gives {got} but -dataset {opt.dataset} has {n_classes} classes; "
+                        f"pass -resetClassifier true -nClasses {n_classes} to fine-tune it with a new classifier")
 
 
 def _import_weights(model: nn.Module, lua_model: Any, path: str) -> nn.Module:
@@ -115,17 +158,23 @@ def setup(opt: Any, checkpoint: Mapping[str, Any] | None = None) -> tuple[nn.Mod
     if checkpoint is not None:
         source = checkpoint.get("model_path") or os.path.join(str(opt.resume), str(checkpoint["modelFile"]))
         if not os.path.isfile(source):
-            raise UserError(f"Saved model not found: {source}")
+            raise UserError(f"Saved model not found: {source} (named by {opt.resume}/latest.t7; "
+                            f"resume from a complete -save folder or remove its latest.t7 to start afresh)")
+        flag, fix = f"-resume {opt.resume}: model file", _RESUME_FIX
         print(f"=> Resuming model from {source}")
         if getattr(opt, "resetClassifier", False):
             replace_classifier(model, opt.nClasses)  # §9 #10: the checkpoint has the nClasses-way classifier
     elif str(getattr(opt, "retrain", "none")) != "none":
         source = str(opt.retrain)
+        if os.path.isdir(source):
+            raise UserError(f"-retrain {source} is a folder; give a model file such as {source}/model_best.t7 "
+                            f"(use -resume {source} to continue that run)")
         if not os.path.isfile(source):
             raise UserError(f"File not found: {source}")
+        flag, fix = "-retrain", _RETRAIN_FIX
         print(f"Loading model from file: {source}")
     if source is not None:
-        model = _import_weights(model, load_model_file(source), source)
+        model = _import_weights(model, load_model_file(source, flag, fix), source)
 
     if getattr(opt, "resetClassifier", False) and checkpoint is None:
         print(f" => Replacing classifier with {lua_number(opt.nClasses)}-way classifier")

@@ -227,11 +227,13 @@ def net_config(opt: Any, imagenet_cfg: dict) -> tuple[str, int | float, tuple[in
     dataset, depth = opt.dataset, opt.depth
     if dataset == "imagenet":
         if depth not in imagenet_cfg:
-            raise UserError(f"Invalid depth: {lua_number(depth)}")
+            depths = " | ".join(lua_number(d) for d in sorted(imagenet_cfg))
+            raise UserError(f"Invalid depth: {lua_number(depth)} (ImageNet -depth: {depths})")
         stages, bottleneck = imagenet_cfg[depth]
     elif dataset in CIFAR_CLASSES:
         if (depth - 2) % 6 != 0:
-            raise UserError("depth should be one of 20, 32, 44, 56, 110, 1202")
+            raise UserError(f"depth should be one of 20, 32, 44, 56, 110, 1202 (-depth {lua_number(depth)}: "
+                            f"CIFAR ResNets have 6n+2 layers, e.g. 8, 14, 20, 32, 44, 56, 110)")
         n = int((depth - 2) // 6)
         stages, bottleneck = (n, n, n), False
     else:

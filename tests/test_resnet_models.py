@@ -6,6 +6,7 @@ init rules of resnet.lua / preresnet.lua, and the Lua-built fixture models in ..
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -203,8 +204,11 @@ def test_prints_like_lua(capsys):
     (resnet, dict(dataset="mnist"), "invalid dataset: mnist"),
 ])
 def test_invalid_configurations(module, kw, message):
-    with pytest.raises(UserError, match=f"^{message}$"):
+    # the Lua message first, then a hint on the valid values
+    with pytest.raises(UserError, match=f"^{re.escape(message)}( \\(.+\\))?$") as err:
         build(module, "meta", **kw)
+    if "depth" in message:
+        assert "-depth" in str(err.value)
 
 
 @pytest.mark.parametrize("module", [resnet, preresnet])
