@@ -153,6 +153,8 @@ def setup(opt: Any, checkpoint: Mapping[str, Any] | None = None) -> tuple[nn.Mod
     """
     print(f"=> Creating model from file: models/{opt.netType}.py")
     model = create(opt)
+    if getattr(model, "print_lua_tree", False):
+        print(lua_nn.lua_str(lua_nn.from_lua(model.to_lua())))
 
     source = None
     if checkpoint is not None:

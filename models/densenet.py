@@ -139,6 +139,8 @@ class DenseNet(nn.Module):
     Args: ``stages`` layers per block; ``imagenet`` selects the 7x7 stem and the 7x7 final pool.
     """
 
+    print_lua_tree = True  # densenet.lua ends with print(model): models.setup prints the Lua tree
+
     def __init__(self, stages: List[int], growth: int, bottleneck: bool, reduction: float, drop_rate: float,
                  num_classes: int, imagenet: bool, opt_memory: int = 2, optnet: bool = False,
                  share_grad_input: bool = False, lua_opt: Optional[dict] = None) -> None:

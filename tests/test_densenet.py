@@ -265,3 +265,15 @@ def test_to_lua_rebuilds_the_lua_tree(case):
     back = from_lua(model.to_lua()).eval()
     with torch.no_grad():
         _close(back(x), t7.load(folder / "output_eval.t7"), 1e-4, "re-imported export")
+
+
+def test_setup_prints_the_lua_tree_like_densenet_lua(capsys):
+    """densenet.lua ends with print(model): the same nn tree text (Lua's tostring layout)."""
+    import models
+    from fbresnet_port import opts
+
+    models.setup(opts.parse(["-netType", "densenet", "-dataset", "cifar10", "-depth", "40"], check_dirs=False))
+    out = capsys.readouterr().out
+    assert out.startswith("=> Creating model from file: models/densenet.py\nnn.Sequential {\n")
+    assert "  (1): cudnn.SpatialConvolution(3 -> 24, 3x3, 1,1, 1,1) without bias\n" in out
+    assert "cudnn.SpatialBatchNormalization (4D) (24)" in out and "nn.Linear(" in out
