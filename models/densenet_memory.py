@@ -12,10 +12,11 @@ Port of the memory machinery of liuzhuang13/DenseNet: ``models/DenseConnectLayer
   using explicit convolution and batch-norm backward kernels (Lua: shared ``gradInput``);
 * level 3 (and 5) keep each layer's BN-ReLU outputs for the backward pass (Lua keeps ``net1.output``
   per layer: memory still quadratic in depth, but without the copies of the concatenations);
-* level 4 keeps only the bottleneck convolution's output and recomputes BN-ReLU in the backward pass
-  from the batch statistics saved in the forward pass (Lua: ``shareBNOutput`` + re-forward of
-  ``net1``).  Running statistics are touched only in the forward pass, so they are updated exactly
-  once per step (Lua restores them after its re-forward to the same effect).  Memory is linear in depth.
+* level 4 keeps per layer only its ``k`` new channels (in the buffer) and the BN batch statistics:
+  the backward pass re-runs the layer's BN-ReLU(-Conv1x1) chain from the buffer with the statistics
+  saved in the forward pass (Lua: ``shareBNOutput`` + re-forward of ``net1``).  Running statistics
+  are touched only in the forward pass, so they are updated exactly once per step (Lua restores them
+  after its re-forward to the same effect).  Memory beyond the buffer is constant per layer.
 
 Dense layers are :class:`models.densenet._DenseLayer` modules; this file only needs their
 ``stages()``: the list of ``(BatchNorm2d, Conv2d)`` pairs of the BN-ReLU-Conv chain.
@@ -83,8 +84,18 @@ def _bn_relu_recompute(t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, invstd: Tens
     return torch.addcmul(shift.to(t.dtype).view(shape), t, scale.to(t.dtype).view(shape)).relu_()
 
 
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    """True for a plain 1x1 convolution (the bottleneck), which runs as a batched matrix product."""
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+            and conv.dilation == (1, 1) and conv.groups == 1)
+
+
 def _conv(y: Tensor, conv: nn.Conv2d) -> Tensor:
-    return F.conv2d(y, conv.weight.to(y.dtype), None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    w = conv.weight.to(y.dtype)
+    if _is_pointwise(conv):  # the convolution kernel would copy y into a blocked layout first
+        n, c, h, wd = y.shape
+        return torch.bmm(w.view(1, -1, c).expand(n, -1, -1), y.reshape(n, c, h * wd)).view(n, -1, h, wd)
+    return F.conv2d(y, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _block_params(layers: Sequence[Sequence[Stage]]) -> List[Tensor]:
@@ -110,7 +121,8 @@ def _forward(x0: Tensor, layers: Sequence[Sequence[Stage]], growth: int, trainin
             y, mean, invstd = _bn_relu(t, bn, training)
             out = _conv(y, conv)
             if keep is not None:
-                per_layer.append((None if s == 0 else t, y if keep == "all" else None, mean, invstd))
+                kept_t = None if s == 0 or keep == "min" else t
+                per_layer.append((kept_t, y if keep == "all" else None, mean, invstd))
             del y
             t = out
         buf[:, c:c + growth].copy_(t)
@@ -120,21 +132,75 @@ def _forward(x0: Tensor, layers: Sequence[Sequence[Stage]], growth: int, trainin
 
 
 def _conv_backward(g: Tensor, y: Tensor, conv: nn.Conv2d, need_input: bool) -> Tuple[Optional[Tensor], Tensor]:
+    if _is_pointwise(conv):  # as matrix products, without the kernel's blocked-layout copies of y and gy
+        n, c, h, wd = y.shape
+        g2, y2 = g.reshape(n, -1, h * wd), y.reshape(n, c, h * wd)
+        gw = torch.bmm(g2, y2.transpose(1, 2)).sum(0).view_as(conv.weight)
+        wt = conv.weight.to(y.dtype).view(1, -1, c).transpose(1, 2).expand(n, -1, -1)
+        gy = torch.bmm(wt, g2).view(n, c, h, wd) if need_input else None
+        return gy, gw
     gy, gw, _ = torch.ops.aten.convolution_backward(
         g, y, conv.weight.to(y.dtype), None, list(conv.stride), list(conv.padding), list(conv.dilation),
         False, [0, 0], conv.groups, [need_input, True, False])
     return gy, gw
 
 
+def _bn_train_backward(gy: Tensor, t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, invstd: Tensor,
+                       need_input: bool, chunk: int = 8) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+    """Training-mode BN backward that overwrites ``gy`` (owned by the caller) with the input gradient.
+
+    Reads ``t`` in place (a channel slice of the buffer is fine) and works in batch chunks, where the
+    native kernel would hold a contiguous copy of ``t`` and a new gradient tensor.  Per-channel sums and
+    each chunk's arithmetic are in the statistics' dtype (float32 under autocast), rounded once.
+    """
+    shape = (1, -1, 1, 1)
+    acc = mean.dtype
+    m = mean.view(shape)
+    sum_gy = gy.sum((0, 2, 3), dtype=acc)
+    sum_gy_xmu = sum((t[i:i + chunk] - m).mul_(gy[i:i + chunk]).sum((0, 2, 3))
+                     for i in range(0, t.shape[0], chunk))
+    if need_input:
+        count = gy.numel() // gy.shape[1]
+        a = (bn.weight.to(acc) * invstd).view(shape)               # d out / d gy
+        coef = (-a.flatten() * invstd * invstd * sum_gy_xmu / count)  # through the variance, per t
+        d = (-a.flatten() * sum_gy / count - coef * mean).view(shape)  # through the mean
+        for i in range(0, t.shape[0], chunk):
+            g = gy[i:i + chunk]
+            g.copy_(torch.addcmul(d, t[i:i + chunk], coef.view(shape)).addcmul_(g, a))
+    return (gy if need_input else None), sum_gy_xmu * invstd, sum_gy
+
+
 def _bn_backward(gy: Tensor, t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, invstd: Tensor,
                  training: bool, need_input: bool) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+    if training:
+        return _bn_train_backward(gy, t, bn, mean, invstd, need_input)
     if not t.is_contiguous():
         t = t.contiguous()  # the native CPU kernel is ~2.5x slower on a channel slice than copy + run
-    if training:
-        return torch.ops.aten.native_batch_norm_backward(
-            gy, t, bn.weight, None, None, mean, invstd, True, bn.eps, [need_input, True, True])
     return torch.ops.aten.native_batch_norm_backward(
         gy, t, bn.weight, bn.running_mean, bn.running_var, None, None, False, bn.eps, [need_input, True, True])
+
+
+def _stage_tensors(t0: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[Tensor],
+                   training: bool) -> Tuple[List[Optional[Tensor]], List[Optional[Tensor]]]:
+    """Each stage's input and (when at hand) BN-ReLU output for one layer's backward pass.
+
+    Kept tensors come from ``flat``; a stage input that was not kept (level 4) is recomputed by
+    re-running the earlier stages (BN-ReLU with the saved statistics, then the convolution).  A BN-ReLU
+    output that was not kept is None: the caller recomputes it when its stage comes.
+    """
+    ts: List[Optional[Tensor]] = [t0]
+    ys: List[Optional[Tensor]] = []
+    for s, (bn, conv) in enumerate(stages):
+        _, y_i, m_i, v_i = row[s]
+        y = flat[y_i] if y_i is not None else None
+        if s + 1 < len(stages) and row[s + 1][0] is None:
+            yr = y if y is not None else _bn_relu_recompute(ts[s], bn, flat[m_i], flat[v_i], training)
+            ts.append(_conv(yr, conv))
+            del yr  # recomputed again when its stage comes: keeping it would raise the peak
+        elif s + 1 < len(stages):
+            ts.append(flat[row[s + 1][0]])
+        ys.append(y)
+    return ts, ys
 
 
 class _BufferedBlock(torch.autograd.Function):
@@ -178,15 +244,19 @@ class _BufferedBlock(torch.autograd.Function):
             c -= growth
             g = gbuf[:, c:c + growth].contiguous()
             layer_grads: List[Tensor] = []
+            ts, ys = _stage_tensors(buf[:, :c], stages, row, flat, training)
             for s in range(len(stages) - 1, -1, -1):
                 bn, conv = stages[s]
-                t_i, y_i, m_i, v_i = row[s]
-                t = buf[:, :c] if s == 0 else flat[t_i]
+                _, _, m_i, v_i = row[s]
+                t, y = ts[s], ys[s]
+                ts[s] = ys[s] = None
                 mean, invstd = flat[m_i], flat[v_i]
-                y = flat[y_i] if y_i is not None else _bn_relu_recompute(t, bn, mean, invstd, training)
+                if y is None:
+                    y = _bn_relu_recompute(t, bn, mean, invstd, training)
                 need_in = s > 0 or c > ctx.c0 or need_x0
                 gy, gw = _conv_backward(g, y, conv, True)
-                gy = torch.ops.aten.threshold_backward(gy, y, 0)  # ReLU backward (masked_fill_ is 6x slower)
+                # ReLU backward in place (masked_fill_ is 6x slower)
+                gy = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)
                 del y
                 gt, gbw, gbb = _bn_backward(gy, t, bn, mean, invstd, training, need_in)
                 layer_grads = [gbw, gbb, gw] + layer_grads
@@ -204,7 +274,7 @@ def buffered_dense_block(x0: Tensor, layers: Sequence[Sequence[Stage]], growth: 
     """Run a dense block (layers given by their BN-ReLU-Conv stages) over one shared buffer.
 
     Returns the concatenation of the input and every layer's new features, ``(N, C0 + L*k, H, W)``.
-    ``recompute`` selects level 4 (recompute BN-ReLU in backward) over level 3 (keep it).
+    ``recompute`` selects level 4 (recompute BN-ReLU(-Conv1x1) in backward) over level 3 (keep them).
     """
     params = _block_params(layers)
     if torch.is_grad_enabled() and (x0.requires_grad or any(p.requires_grad for p in params)):
