@@ -125,10 +125,13 @@ def check_fits_dataset(model: nn.Module, opt: Any, what: str) -> None:
                         f"pass -resetClassifier true -nClasses {n_classes} to fine-tune it with a new classifier")
 
 
-def _import_weights(model: nn.Module, lua_model: Any, path: str) -> nn.Module:
-    """Copy ``lua_model``'s weights into ``model``; when the trees differ, use the converted Lua model instead."""
+def _import_weights(model: nn.Module, lua_model: Any, path: str, model_tree: Any = None) -> nn.Module:
+    """Copy ``lua_model``'s weights into ``model``; when the trees differ, use the converted Lua model instead.
+
+    ``model_tree`` is ``model``'s Lua tree when the caller already exported it (its layer sequence is all
+    that is compared)."""
     try:
-        reason = structure_mismatch(lua_nn.to_lua(model), lua_model)
+        reason = structure_mismatch(model_tree if model_tree is not None else lua_nn.to_lua(model), lua_model)
     except lua_nn.LuaModelError:  # a user's model without a Lua form: match on the parameters alone
         reason = None
     if reason is None:
@@ -153,8 +156,10 @@ def setup(opt: Any, checkpoint: Mapping[str, Any] | None = None) -> tuple[nn.Mod
     """
     print(f"=> Creating model from file: models/{opt.netType}.py")
     model = create(opt)
+    model_tree = None  # the Lua tree of the model built from the flags, exported at most once
     if getattr(model, "print_lua_tree", False):
-        print(lua_nn.lua_str(lua_nn.from_lua(model.to_lua())))
+        model_tree = lua_nn.to_lua(model)
+        print(lua_nn.lua_str(lua_nn.from_lua(model_tree)))
 
     source = None
     if checkpoint is not None:
@@ -176,7 +181,7 @@ def setup(opt: Any, checkpoint: Mapping[str, Any] | None = None) -> tuple[nn.Mod
         flag, fix = "-retrain", _RETRAIN_FIX
         print(f"Loading model from file: {source}")
     if source is not None:
-        model = _import_weights(model, load_model_file(source, flag, fix), source)
+        model = _import_weights(model, load_model_file(source, flag, fix), source, model_tree)
 
     if getattr(opt, "resetClassifier", False) and checkpoint is None:
         print(f" => Replacing classifier with {lua_number(opt.nClasses)}-way classifier")
