@@ -45,7 +45,8 @@ from torch import Tensor, nn
 
 from fbresnet_port.errors import UserError
 
-from .densenet_memory import buffered_dense_block
+from . import pointwise
+from .densenet_memory import dense_block
 
 __all__ = ["DenseNet", "create_model", "memory_level"]
 
@@ -67,8 +68,9 @@ def memory_level(opt_memory: int, optnet: bool = False, share_grad_input: bool =
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
-    """``cudnn.SpatialConvolution`` without bias (removed by densenet.lua's ConvInit)."""
-    return nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False)
+    """``cudnn.SpatialConvolution`` without bias (removed by densenet.lua's ConvInit); 1x1 ones run as
+    batched matrix products on CPU (:mod:`models.pointwise`)."""
+    return pointwise.Conv2d(c_in, c_out, kernel, stride, padding, bias=False)
 
 
 class _DenseLayer(nn.Sequential):
@@ -101,6 +103,7 @@ class _DenseBlock(nn.Module):
                  level: int) -> None:
         super().__init__()
         self.level, self.growth = level, growth
+        self.autograd_path = level == 0 or (level < 3 and drop_rate > 0)  # dense_block has no Dropout
         for i in range(n_layers):
             self.add_module(f"denselayer{i + 1}", _DenseLayer(c_in + i * growth, growth, bottleneck, drop_rate))
 
@@ -112,13 +115,12 @@ class _DenseBlock(nn.Module):
             for layer in layers:
                 x = torch.cat([x, layer(x)], 1)
             return x
-        if self.level in (1, 2):
+        if self.autograd_path:  # levels 1/2 with Dropout in the layers: nn modules, one cat per layer
             features = [x]
             for layer in layers:
                 features.append(layer(features[0] if len(features) == 1 else torch.cat(features, 1)))
             return torch.cat(features, 1)
-        return buffered_dense_block(x, [layer.stages() for layer in layers], self.growth, self.training,
-                                    recompute=self.level == 4)
+        return dense_block(x, [layer.stages() for layer in layers], self.growth, self.training, self.level)
 
 
 class _Transition(nn.Sequential):

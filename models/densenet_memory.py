@@ -1,25 +1,37 @@
-"""Shared-buffer dense blocks for ``-optMemory`` 3, 4 and 5.
+"""Dense blocks for ``-optMemory`` 1 to 5: one autograd Function per block with explicit backward.
 
-Port of the memory machinery of liuzhuang13/DenseNet: ``models/DenseConnectLayer.lua``
-(``nn.DenseConnectLayerCustom``) together with ``models/init.lua`` ``sharePrevOutput`` and
-``shareBNOutput``.  A whole dense block runs as one :class:`torch.autograd.Function`:
+Port of the memory machinery of liuzhuang13/DenseNet (``models/DenseConnectLayer.lua``,
+``models/init.lua`` ``optnet``/``shareGradInput``/``sharePrevOutput``/``shareBNOutput``).  The levels
+differ in what the forward pass stores and keeps for the backward pass:
 
-* every block owns one pre-allocated feature buffer ``(N, C_final, H, W)``; the block input is copied
-  into its first channels once and every layer writes its ``k`` new channels into the next slice, while
-  reading ``buf[:, :c]`` as a view, so concatenation copies nothing (Lua: shared ``input_c``).  The
-  buffer is the block's output, so the ``nn.JoinTable`` before each transition costs nothing either;
-* the backward pass walks the layers in reverse with one shared gradient buffer for the whole block,
-  using explicit convolution and batch-norm backward kernels (Lua: shared ``gradInput``);
-* level 3 (and 5) keep each layer's BN-ReLU outputs for the backward pass (Lua keeps ``net1.output``
-  per layer: memory still quadratic in depth, but without the copies of the concatenations);
-* level 4 keeps per layer only its ``k`` new channels (in the buffer) and the BN batch statistics:
-  the backward pass re-runs the layer's BN-ReLU(-Conv1x1) chain from the buffer with the statistics
-  saved in the forward pass (Lua: ``shareBNOutput`` + re-forward of ``net1``).  Running statistics
-  are touched only in the forward pass, so they are updated exactly once per step (Lua restores them
-  after its re-forward to the same effect).  Memory beyond the buffer is constant per layer.
+* 1, 2: every layer's input is one fresh concatenation of the earlier features (``torch.cat``), kept
+  for the backward pass together with the layer's BN-ReLU outputs (Lua: one ``Concat`` output per
+  layer; gradient buffers shared as with ``shareGradInput``); memory quadratic in depth;
+* 3 (and 5): one pre-allocated feature buffer ``(N, C_final, H, W)`` per block: the block input is
+  copied into its first channels once, every layer reads ``buf[:, :c]`` as a view and writes its ``k``
+  new channels into the next slice, so concatenation copies nothing and the buffer is the block's output
+  (Lua: ``DenseConnectLayerCustom`` + ``sharePrevOutput``).  BN-ReLU outputs are kept;
+* 4: as 3, but only the buffer and each BN's batch statistics are kept: the backward pass re-runs a
+  layer's BN-ReLU(-Conv1x1-BN-ReLU) chain from the buffer with the statistics of the forward pass (Lua:
+  ``shareBNOutput`` + re-forward of ``net1``).  Running statistics are updated in the forward pass only,
+  i.e. exactly once per step (Lua restores them after its re-forward).  Memory beyond the buffer is
+  constant per layer.
 
-Dense layers are :class:`models.densenet._DenseLayer` modules; this file only needs their
-``stages()``: the list of ``(BatchNorm2d, Conv2d)`` pairs of the BN-ReLU-Conv chain.
+All levels share one gradient buffer per block in the backward pass and the same arithmetic, which
+uses what a dense block guarantees to go faster than layer-by-layer autograd:
+
+* the batch mean and variance of a channel do not depend on which layer reads it: each feature's
+  statistics are computed once, when it is produced, and every later BN-ReLU only normalises (one pass
+  instead of the three of a training-mode BatchNorm);
+* the input gradient of a training-mode BatchNorm is ``a*g + coef*x + d`` with per-channel ``a, coef,
+  d``: the ``a*g`` part goes into the gradient buffer at once, the affine ``coef*x + d`` parts of all
+  later layers are summed per channel and applied once, when the backward pass reaches the layer that
+  produced the feature;
+* 1x1 convolutions run as batched matrix products on CPU (:mod:`models.pointwise`).
+
+Outputs, gradients and running statistics equal those of plain autograd over ``nn`` modules (tested in
+float64 to 1e-10 against level 0).  Dense layers are :class:`models.densenet._DenseLayer` modules; this
+file only needs their ``stages()``: the ``(BatchNorm2d, Conv2d)`` pairs of the BN-ReLU-Conv chain.
 """
 from __future__ import annotations
 
@@ -27,13 +39,16 @@ import contextlib
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from .pointwise import conv_backward, conv_forward
+
 Stage = Tuple[nn.BatchNorm2d, nn.Conv2d]
 
-__all__ = ["buffered_dense_block"]
+__all__ = ["dense_block"]
+
+_SHAPE = (1, -1, 1, 1)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -44,241 +59,253 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of BN statistics and per-channel sums: float32 for 16-bit compute, else the compute dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _no_autocast(x: Tensor):
     """Context that turns autocast off for x's device: the block casts explicitly."""
     dev = x.device.type
     return torch.autocast(dev, enabled=False) if dev in ("cpu", "cuda") else contextlib.nullcontext()
 
 
-def _bn_update_factor(bn: nn.BatchNorm2d) -> float:
-    """Count one training step for ``bn`` and return its running-average factor (as ``_BatchNorm``)."""
+def _channel_stats(t: Tensor, acc: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """Batch mean and biased variance per channel of ``t`` (N, C, H, W), two-pass, in dtype ``acc``."""
+    count = t.numel() // t.shape[1]
+    mean = t.sum((0, 2, 3), dtype=acc).div_(count)
+    var = (t - mean.view(_SHAPE)).square_().sum((0, 2, 3)).div_(count)
+    return mean, var
+
+
+def _update_running_stats(bn: nn.BatchNorm2d, mean: Tensor, var: Tensor, count: int) -> None:
+    """What a training-mode ``nn.BatchNorm2d`` forward does to its buffers, with the given batch stats."""
+    if not bn.track_running_stats or bn.running_mean is None:
+        return
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
-    if bn.momentum is None:
-        return 1.0 / float(bn.num_batches_tracked)
-    return bn.momentum
+    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    unbiased = var * (count / max(count - 1, 1))
+    bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+    bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
 
 
-def _bn_relu(t: Tensor, bn: nn.BatchNorm2d, training: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """BN (updating running statistics once when training) then in-place ReLU.
-
-    Returns ``(y, save_mean, save_invstd)``; in eval mode the two statistics are empty.
-    """
-    if training:
-        factor = _bn_update_factor(bn)
-        y, mean, invstd = torch.native_batch_norm(t, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                                  True, factor, bn.eps)
-    else:
-        y, mean, invstd = torch.native_batch_norm(t, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                                  False, 0.0, bn.eps)
-    return y.relu_(), mean, invstd
-
-
-def _bn_relu_recompute(t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, invstd: Tensor, training: bool) -> Tensor:
-    """Recompute ``relu(bn(t))`` with the statistics of the forward pass (no running-stat update)."""
-    if not training:
-        mean, invstd = bn.running_mean, torch.rsqrt(bn.running_var + bn.eps)
+def _normalize_relu(t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, invstd: Tensor, dtype: torch.dtype) -> Tensor:
+    """``relu(bn(t))`` with the given statistics, into a new contiguous tensor of ``dtype``."""
     scale = bn.weight * invstd
     shift = bn.bias - mean * scale
-    shape = (1, -1, 1, 1)
-    return torch.addcmul(shift.to(t.dtype).view(shape), t, scale.to(t.dtype).view(shape)).relu_()
-
-
-def _is_pointwise(conv: nn.Conv2d) -> bool:
-    """True for a plain 1x1 convolution (the bottleneck), which runs as a batched matrix product."""
-    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
-            and conv.dilation == (1, 1) and conv.groups == 1)
-
-
-def _conv(y: Tensor, conv: nn.Conv2d) -> Tensor:
-    w = conv.weight.to(y.dtype)
-    if _is_pointwise(conv):  # the convolution kernel would copy y into a blocked layout first
-        n, c, h, wd = y.shape
-        return torch.bmm(w.view(1, -1, c).expand(n, -1, -1), y.reshape(n, c, h * wd)).view(n, -1, h, wd)
-    return F.conv2d(y, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    out = torch.empty(t.shape, dtype=dtype, device=t.device)
+    return torch.addcmul(shift.view(_SHAPE), t, scale.view(_SHAPE), out=out).relu_()
 
 
 def _block_params(layers: Sequence[Sequence[Stage]]) -> List[Tensor]:
     return [p for stages in layers for bn, conv in stages for p in (bn.weight, bn.bias, conv.weight)]
 
 
-def _forward(x0: Tensor, layers: Sequence[Sequence[Stage]], growth: int, training: bool,
-             keep: Optional[str], dtype: torch.dtype) -> Tuple[Tensor, list]:
-    """Run the block into a fresh buffer. ``keep``: None (no backward), 'all' (level 3), 'min' (level 4).
+class _Stats:
+    """Batch statistics a BN of the block uses: saved (mean, invstd), or the running ones in eval mode."""
 
-    Returns the buffer and, per layer and stage, the tensors the backward pass needs
-    (stage input, BN-ReLU output, save_mean, save_invstd; None where not kept).
-    """
-    n, c0, h, w = x0.shape
-    buf = x0.new_empty((n, c0 + growth * len(layers), h, w), dtype=dtype)
-    buf[:, :c0].copy_(x0)
-    saved = []
-    c = c0
-    for stages in layers:
-        t = buf[:, :c]
-        per_layer = []
-        for s, (bn, conv) in enumerate(stages):
-            y, mean, invstd = _bn_relu(t, bn, training)
-            out = _conv(y, conv)
-            if keep is not None:
-                kept_t = None if s == 0 or keep == "min" else t
-                per_layer.append((kept_t, y if keep == "all" else None, mean, invstd))
+    @staticmethod
+    def eval(bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
+        return bn.running_mean, torch.rsqrt(bn.running_var + bn.eps)
+
+
+class _Forward:
+    """One forward pass over a block; records what the backward pass of the level needs."""
+
+    def __init__(self, x0: Tensor, layers: Sequence[Sequence[Stage]], growth: int, training: bool, level: int,
+                 dtype: torch.dtype, record: bool) -> None:
+        n, c0, h, w = x0.shape
+        self.c0, self.growth, self.count = c0, growth, n * h * w
+        self.concat = level in (1, 2)
+        keep_all = record and level != 4
+        acc = _stats_dtype(dtype)
+        total = c0 + growth * len(layers)
+        x0c = x0.to(dtype).contiguous()
+        if self.concat:
+            self.features = [x0c]
+            self.buf = None
+        else:
+            self.buf = x0.new_empty((n, total, h, w), dtype=dtype)
+            self.buf[:, :c0].copy_(x0c)
+        if training:
+            means, var = x0.new_empty(total, dtype=acc), x0.new_empty(total, dtype=acc)
+            means[:c0], var[:c0] = _channel_stats(x0c, acc)
+        self.inputs: List[Tensor] = []          # level 1/2: each layer's concatenated input
+        self.kept: List[List[tuple]] = []       # per layer and stage: (stage input, BN-ReLU output, mean, invstd)
+        for i, stages in enumerate(layers):
+            c = c0 + i * growth
+            x = self.layer_input(i)
+            if self.concat and record:
+                self.inputs.append(x)
+            t, row = x, []
+            for s, (bn, conv) in enumerate(stages):
+                if training:
+                    m, v = (means[:c], var[:c]) if s == 0 else _channel_stats(t, acc)
+                    _update_running_stats(bn, m, v, self.count)
+                    invstd = torch.rsqrt(v + bn.eps)
+                else:
+                    m, invstd = _Stats.eval(bn)
+                y = _normalize_relu(t, bn, m, invstd, dtype)
+                out = conv_forward(y, conv, conv.weight.to(dtype))
+                row.append((t if keep_all and s > 0 else None, y if keep_all else None, m, invstd))
+                del y
+                t = out
+            if training and i + 1 < len(layers):
+                means[c:c + growth], var[c:c + growth] = _channel_stats(t, acc)
+            if self.concat:
+                self.features.append(t)
+            else:
+                self.buf[:, c:c + growth].copy_(t)
+            self.kept.append(row)
+        self.output = torch.cat(self.features, 1) if self.concat else self.buf
+
+    def layer_input(self, i: int) -> Tensor:
+        """Concatenation of the block input and the features of layers before ``i``."""
+        if self.concat:
+            return self.features[0] if i == 0 else torch.cat(self.features[:i + 1], 1)
+        return self.buf[:, :self.c0 + i * self.growth]
+
+
+class _DenseBlockFunction(torch.autograd.Function):
+    """One dense block (see the module docstring); backward with a shared gradient buffer."""
+
+    @staticmethod
+    def forward(ctx, x0: Tensor, layers, growth: int, training: bool, level: int, *params: Tensor) -> Tensor:
+        dtype = _compute_dtype(x0)
+        with _no_autocast(x0), torch.no_grad():
+            run = _Forward(x0, layers, growth, training, level, dtype, record=True)
+        ctx.layers, ctx.growth, ctx.training, ctx.level = layers, growth, training, level
+        ctx.c0, ctx.x0_dtype, ctx.count = x0.shape[1], x0.dtype, run.count
+        ctx.param_dtypes = [p.dtype for p in params]
+        # Saved tensors: features (the buffer, or the block input and every layer's new channels), the
+        # concatenated inputs (levels 1/2), then per layer and stage what _Forward kept.
+        flat: List[Tensor] = list(run.features) if run.concat else [run.buf]
+        flat += run.inputs
+        ctx.layout = []
+        for row in run.kept:
+            idx_row = []
+            for entry in row:
+                idx = []
+                for item in entry:
+                    idx.append(None if item is None else len(flat))
+                    if item is not None:
+                        flat.append(item)
+                idx_row.append(idx)
+            ctx.layout.append(idx_row)
+        ctx.save_for_backward(*flat)
+        return run.output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        with _no_autocast(grad_out):
+            return _backward(ctx, grad_out)
+
+
+def _backward(ctx, grad_out: Tensor):
+    flat = ctx.saved_tensors
+    layers, growth, training, c0 = ctx.layers, ctx.growth, ctx.training, ctx.c0
+    n_layers = len(layers)
+    concat = ctx.level in (1, 2)
+    if concat:
+        features, inputs = flat[:n_layers + 1], flat[n_layers + 1:2 * n_layers + 1]
+        feature = lambda i: features[i + 1]
+        layer_input = lambda i: inputs[i]
+        x0 = features[0]
+    else:
+        buf = flat[0]
+        feature = lambda i: buf[:, c0 + i * growth:c0 + (i + 1) * growth]
+        layer_input = lambda i: buf[:, :c0 + i * growth]
+        x0 = buf[:, :c0]
+    dtype = x0.dtype
+    acc = _stats_dtype(dtype)
+    total = c0 + growth * n_layers
+    gbuf = grad_out.to(dtype, memory_format=torch.contiguous_format, copy=True)  # the shared gradient buffer
+    if training:  # per channel: the deferred ``coef * x + d`` parts of the BN input gradients
+        coef_acc, d_acc = gbuf.new_zeros(total, dtype=acc), gbuf.new_zeros(total, dtype=acc)
+    grads: List[Tensor] = []
+    for i in range(n_layers - 1, -1, -1):
+        stages, row = layers[i], ctx.layout[i]
+        c = c0 + i * growth
+        g = gbuf[:, c:c + growth]
+        if training:  # the gradient of this layer's feature is complete now
+            g = torch.addcmul(d_acc[c:c + growth].view(_SHAPE), feature(i), coef_acc[c:c + growth].view(_SHAPE)).add_(g)
+            g = g.to(dtype)
+        else:
+            g = g.contiguous()
+        x = layer_input(i)
+        ts, ys = _stage_tensors(x, stages, row, flat, dtype)
+        layer_grads: List[Tensor] = []
+        for s in range(len(stages) - 1, -1, -1):
+            bn, conv = stages[s]
+            _, _, m_i, v_i = row[s]
+            mean, invstd = flat[m_i], flat[v_i]
+            t, y = ts[s], ys[s]
+            ts[s] = ys[s] = None
+            if y is None:
+                y = _normalize_relu(t, bn, mean, invstd, dtype)
+            gy, gw = conv_backward(g, y, conv, True, conv.weight.to(dtype))
+            gy = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)  # ReLU, in place
             del y
-            t = out
-        buf[:, c:c + growth].copy_(t)
-        saved.append(per_layer)
-        c += growth
-    return buf, saved
-
-
-def _conv_backward(g: Tensor, y: Tensor, conv: nn.Conv2d, need_input: bool) -> Tuple[Optional[Tensor], Tensor]:
-    if _is_pointwise(conv):  # as matrix products, without the kernel's blocked-layout copies of y and gy
-        n, c, h, wd = y.shape
-        g2, y2 = g.reshape(n, -1, h * wd), y.reshape(n, c, h * wd)
-        gw = torch.bmm(g2, y2.transpose(1, 2)).sum(0).view_as(conv.weight)
-        wt = conv.weight.to(y.dtype).view(1, -1, c).transpose(1, 2).expand(n, -1, -1)
-        gy = torch.bmm(wt, g2).view(n, c, h, wd) if need_input else None
-        return gy, gw
-    gy, gw, _ = torch.ops.aten.convolution_backward(
-        g, y, conv.weight.to(y.dtype), None, list(conv.stride), list(conv.padding), list(conv.dilation),
-        False, [0, 0], conv.groups, [need_input, True, False])
-    return gy, gw
-
-
-def _bn_train_backward(gy: Tensor, t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, invstd: Tensor,
-                       need_input: bool, chunk: int = 8) -> Tuple[Optional[Tensor], Tensor, Tensor]:
-    """Training-mode BN backward that overwrites ``gy`` (owned by the caller) with the input gradient.
-
-    Reads ``t`` in place (a channel slice of the buffer is fine) and works in batch chunks, where the
-    native kernel would hold a contiguous copy of ``t`` and a new gradient tensor.  Per-channel sums and
-    each chunk's arithmetic are in the statistics' dtype (float32 under autocast), rounded once.
-    """
-    shape = (1, -1, 1, 1)
-    acc = mean.dtype
-    m = mean.view(shape)
-    sum_gy = gy.sum((0, 2, 3), dtype=acc)
-    sum_gy_xmu = sum((t[i:i + chunk] - m).mul_(gy[i:i + chunk]).sum((0, 2, 3))
-                     for i in range(0, t.shape[0], chunk))
-    if need_input:
-        count = gy.numel() // gy.shape[1]
-        a = (bn.weight.to(acc) * invstd).view(shape)               # d out / d gy
-        coef = (-a.flatten() * invstd * invstd * sum_gy_xmu / count)  # through the variance, per t
-        d = (-a.flatten() * sum_gy / count - coef * mean).view(shape)  # through the mean
-        for i in range(0, t.shape[0], chunk):
-            g = gy[i:i + chunk]
-            g.copy_(torch.addcmul(d, t[i:i + chunk], coef.view(shape)).addcmul_(g, a))
-    return (gy if need_input else None), sum_gy_xmu * invstd, sum_gy
-
-
-def _bn_backward(gy: Tensor, t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, invstd: Tensor,
-                 training: bool, need_input: bool) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+            if s > 0:
+                g, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
+                    gy, t, bn.weight, bn.running_mean, bn.running_var, mean, invstd, training, bn.eps,
+                    [True, True, True])
+            else:
+                _, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
+                    gy, t, bn.weight, bn.running_mean, bn.running_var, mean, invstd, training, bn.eps,
+                    [False, True, True])
+                a = bn.weight * invstd
+                gbuf[:, :c].addcmul_(gy, a.view(_SHAPE).to(dtype))
+                if training:
+                    coef = a * invstd * gbw / -ctx.count
+                    coef_acc[:c] += coef
+                    d_acc[:c] -= a * gbb / ctx.count + coef * mean
+            layer_grads = [gbw, gbb, gw] + layer_grads
+        grads = layer_grads + grads
+    gx0 = gbuf[:, :c0]
     if training:
-        return _bn_train_backward(gy, t, bn, mean, invstd, need_input)
-    if not t.is_contiguous():
-        t = t.contiguous()  # the native CPU kernel is ~2.5x slower on a channel slice than copy + run
-    return torch.ops.aten.native_batch_norm_backward(
-        gy, t, bn.weight, bn.running_mean, bn.running_var, None, None, False, bn.eps, [need_input, True, True])
+        gx0 = torch.addcmul(d_acc[:c0].view(_SHAPE), x0, coef_acc[:c0].view(_SHAPE)).add_(gx0)
+    grads = [gr.to(dt) for gr, dt in zip(grads, ctx.param_dtypes)]
+    return (gx0.to(ctx.x0_dtype), None, None, None, None, *grads)
 
 
-def _stage_tensors(t0: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[Tensor],
-                   training: bool) -> Tuple[List[Optional[Tensor]], List[Optional[Tensor]]]:
-    """Each stage's input and (when at hand) BN-ReLU output for one layer's backward pass.
+def _stage_tensors(x: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[Tensor],
+                   dtype: torch.dtype) -> Tuple[List[Optional[Tensor]], List[Optional[Tensor]]]:
+    """Each stage's input and (when kept) BN-ReLU output for one layer's backward pass.
 
-    Kept tensors come from ``flat``; a stage input that was not kept (level 4) is recomputed by
-    re-running the earlier stages (BN-ReLU with the saved statistics, then the convolution).  A BN-ReLU
-    output that was not kept is None: the caller recomputes it when its stage comes.
+    A stage input that was not kept (level 4) is recomputed by re-running the earlier stages (BN-ReLU with
+    the saved statistics, then the convolution).  A BN-ReLU output that was not kept is None: the caller
+    recomputes it when its stage comes, so that at most one of them is alive at a time.
     """
-    ts: List[Optional[Tensor]] = [t0]
+    ts: List[Optional[Tensor]] = [x]
     ys: List[Optional[Tensor]] = []
     for s, (bn, conv) in enumerate(stages):
         _, y_i, m_i, v_i = row[s]
         y = flat[y_i] if y_i is not None else None
-        if s + 1 < len(stages) and row[s + 1][0] is None:
-            yr = y if y is not None else _bn_relu_recompute(ts[s], bn, flat[m_i], flat[v_i], training)
-            ts.append(_conv(yr, conv))
-            del yr  # recomputed again when its stage comes: keeping it would raise the peak
-        elif s + 1 < len(stages):
-            ts.append(flat[row[s + 1][0]])
         ys.append(y)
+        if s + 1 == len(stages):
+            break
+        t_i = row[s + 1][0]
+        if t_i is not None:
+            ts.append(flat[t_i])
+        else:
+            yr = y if y is not None else _normalize_relu(ts[s], bn, flat[m_i], flat[v_i], dtype)
+            ts.append(conv_forward(yr, conv, conv.weight.to(dtype)))
+            del yr
     return ts, ys
 
 
-class _BufferedBlock(torch.autograd.Function):
-    """One dense block over a shared feature buffer; backward with a shared gradient buffer."""
-
-    @staticmethod
-    def forward(ctx, x0: Tensor, layers, growth: int, training: bool, recompute: bool, *params: Tensor) -> Tensor:
-        dtype = _compute_dtype(x0)
-        with _no_autocast(x0), torch.no_grad():
-            buf, saved = _forward(x0, layers, growth, training, "min" if recompute else "all", dtype)
-        ctx.layers, ctx.growth, ctx.training, ctx.recompute = layers, growth, training, recompute
-        ctx.c0, ctx.x0_dtype = x0.shape[1], x0.dtype
-        ctx.param_dtypes = [p.dtype for p in params]
-        flat, ctx.layout = [buf], []
-        for per_layer in saved:
-            row = []
-            for entry in per_layer:
-                idx = []
-                for item in entry:
-                    if item is None:
-                        idx.append(None)
-                    else:
-                        idx.append(len(flat))
-                        flat.append(item)
-                row.append(idx)
-            ctx.layout.append(row)
-        ctx.save_for_backward(*flat)
-        return buf
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_buf: Tensor):
-        flat = ctx.saved_tensors
-        buf = flat[0]
-        growth, training = ctx.growth, ctx.training
-        need_x0 = ctx.needs_input_grad[0]
-        gbuf = grad_buf.to(buf.dtype, copy=True).contiguous()  # the block's shared gradient buffer
-        grads: List[Tensor] = []
-        c = buf.shape[1]
-        for stages, row in zip(reversed(ctx.layers), reversed(ctx.layout)):
-            c -= growth
-            g = gbuf[:, c:c + growth].contiguous()
-            layer_grads: List[Tensor] = []
-            ts, ys = _stage_tensors(buf[:, :c], stages, row, flat, training)
-            for s in range(len(stages) - 1, -1, -1):
-                bn, conv = stages[s]
-                _, _, m_i, v_i = row[s]
-                t, y = ts[s], ys[s]
-                ts[s] = ys[s] = None
-                mean, invstd = flat[m_i], flat[v_i]
-                if y is None:
-                    y = _bn_relu_recompute(t, bn, mean, invstd, training)
-                need_in = s > 0 or c > ctx.c0 or need_x0
-                gy, gw = _conv_backward(g, y, conv, True)
-                # ReLU backward in place (masked_fill_ is 6x slower)
-                gy = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)
-                del y
-                gt, gbw, gbb = _bn_backward(gy, t, bn, mean, invstd, training, need_in)
-                layer_grads = [gbw, gbb, gw] + layer_grads
-                g = gt
-            grads = layer_grads + grads
-            if g is not None:
-                gbuf[:, :c] += g
-        grads = [gr.to(dt) for gr, dt in zip(grads, ctx.param_dtypes)]
-        gx0 = gbuf[:, :ctx.c0].to(ctx.x0_dtype) if need_x0 else None
-        return (gx0, None, None, None, None, *grads)
-
-
-def buffered_dense_block(x0: Tensor, layers: Sequence[Sequence[Stage]], growth: int, training: bool,
-                         recompute: bool) -> Tensor:
-    """Run a dense block (layers given by their BN-ReLU-Conv stages) over one shared buffer.
+def dense_block(x0: Tensor, layers: Sequence[Sequence[Stage]], growth: int, training: bool, level: int) -> Tensor:
+    """Run a dense block (layers given by their BN-ReLU-Conv stages) at memory level 1-5.
 
     Returns the concatenation of the input and every layer's new features, ``(N, C0 + L*k, H, W)``.
-    ``recompute`` selects level 4 (recompute BN-ReLU(-Conv1x1) in backward) over level 3 (keep them).
     """
+    level = 3 if level >= 5 else level
     params = _block_params(layers)
     if torch.is_grad_enabled() and (x0.requires_grad or any(p.requires_grad for p in params)):
-        return _BufferedBlock.apply(x0, layers, growth, training, recompute, *params)
+        return _DenseBlockFunction.apply(x0, layers, growth, training, level, *params)
     dtype = _compute_dtype(x0)
     with _no_autocast(x0), torch.no_grad():
-        return _forward(x0, layers, growth, training, None, dtype)[0]
+        return _Forward(x0, layers, growth, training, level, dtype, record=False).output

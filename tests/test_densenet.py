@@ -1,5 +1,5 @@
 """models/densenet.py: architecture (paper/README parameter counts), every -optMemory level against
-level 2, and parity with the original Lua DenseNet through its fixtures."""
+level 0 (plain autograd over nn modules), and parity with the original Lua DenseNet through its fixtures."""
 from __future__ import annotations
 
 import functools
@@ -129,12 +129,46 @@ def _run(name: str, level: int, train: bool, device: str):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("name", list(SMALL))
-@pytest.mark.parametrize("level", [0, 1, 3, 4, 5])
-def test_levels_match_level2(level, name, train, device):
-    ref = _run(name, 2, train, device)
+@pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
+def test_levels_match_plain_autograd(level, name, train, device):
+    """Levels 1-5 (one autograd Function per block, explicit backward) equal level 0, which is autograd
+    over the nn modules (recursive concatenation): outputs, input and parameter gradients, running stats."""
+    ref = _run(name, 0, train, device)
     got = _run(name, level, train, device)
     for what, a, b in zip(("output", "gradInput", "gradParams", "running stats"), got, ref):
         assert (a - b).abs().max().item() <= 1e-10 * max(1.0, b.abs().max().item()), what
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_levels_1_2_with_dropout_match_level0(level):
+    """With -dropRate the dense layers keep their Dropout at levels <= 2 (autograd path, same RNG use)."""
+    runs = []
+    for lv in (0, level):
+        torch.manual_seed(0)
+        model = make("-depth", 16, "-growthRate", 6, "-dropRate", 0.3, *NOBC, "-optMemory", lv).double()
+        torch.manual_seed(5)
+        runs.append(_step(model, torch.randn(2, 3, 32, 32, dtype=torch.float64), True))
+    for what, a, b in zip(("output", "gradInput", "gradParams", "running stats"), *runs):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12), what
+    assert runs[0][0].std() > 0
+
+
+@pytest.mark.parametrize("level", [2, 3, 4])
+def test_levels_under_bfloat16_autocast_stay_close_to_float32(level):
+    """-precision half on CPU: the blocks compute in bfloat16 with float32 statistics and weights."""
+    state, _ = _base_state("bc40")
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    runs = []
+    for amp in (False, True):
+        model = make(*SMALL["bc40"], "-optMemory", level)
+        model.load_state_dict(state)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            runs.append(_step(model, x, True))
+    ref, got = runs
+    assert got[0].dtype == torch.bfloat16 and got[2].dtype == torch.float32
+    out_err = (got[0].float() - ref[0]).norm() / ref[0].norm()
+    cos = torch.nn.functional.cosine_similarity(got[2].double(), ref[2].double(), dim=0)
+    assert out_err < 0.05 and cos > 0.9, (out_err, cos)
 
 
 def test_level4_updates_running_stats_once_per_step():
