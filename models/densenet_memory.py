@@ -90,24 +90,30 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: Tensor, var: Tensor, count: 
     bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
 
 
-def _normalize_relu(t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, invstd: Tensor, dtype: torch.dtype) -> Tensor:
-    """``relu(bn(t))`` with the given statistics, into a new contiguous tensor of ``dtype``."""
-    scale = bn.weight * invstd
-    shift = bn.bias - mean * scale
-    out = torch.empty(t.shape, dtype=dtype, device=t.device)
-    return torch.addcmul(shift.view(_SHAPE), t, scale.view(_SHAPE), out=out).relu_()
+def _normalize_relu(t: Tensor, bn: nn.BatchNorm2d, mean: Tensor, var: Tensor, dtype: torch.dtype,
+                    out: Optional[Tensor] = None) -> Tensor:
+    """``relu(bn(t))`` with the batch statistics ``mean, var``, as a contiguous tensor of ``dtype``.
+
+    Runs the eval-mode BatchNorm kernel (one pass, and on CPU several times faster than the training-mode
+    kernel, which also computes the statistics); a channel slice of the shared buffer (levels 3-5) in
+    float32/64 is normalised by ``addcmul`` instead, which reads the slice in place.  ``out``: a reused
+    contiguous workspace of ``t``'s shape and ``dtype`` for the result (else a new tensor).
+    """
+    if out is None:
+        out = torch.empty(t.shape, dtype=dtype, device=t.device)
+    if t.is_contiguous() or dtype in (torch.float16, torch.bfloat16):
+        empty = mean.new_empty(0)
+        torch.ops.aten.native_batch_norm.out(t.to(dtype).contiguous(), bn.weight, bn.bias, mean, var, False, 0.0,
+                                             bn.eps, out=out, save_mean=empty, save_invstd=empty.clone())
+    else:
+        scale = bn.weight * torch.rsqrt(var + bn.eps)
+        shift = bn.bias - mean * scale
+        torch.addcmul(shift.view(_SHAPE), t, scale.view(_SHAPE), out=out)
+    return out.relu_()
 
 
 def _block_params(layers: Sequence[Sequence[Stage]]) -> List[Tensor]:
     return [p for stages in layers for bn, conv in stages for p in (bn.weight, bn.bias, conv.weight)]
-
-
-class _Stats:
-    """Batch statistics a BN of the block uses: saved (mean, invstd), or the running ones in eval mode."""
-
-    @staticmethod
-    def eval(bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
-        return bn.running_mean, torch.rsqrt(bn.running_var + bn.eps)
 
 
 class _Forward:
@@ -119,8 +125,11 @@ class _Forward:
         self.c0, self.growth, self.count = c0, growth, n * h * w
         self.concat = level in (1, 2)
         keep_all = record and level != 4
-        acc = _stats_dtype(dtype)
+        # BN-ReLU outputs that are not kept go into one reused workspace (a fresh tensor per layer would
+        # be mapped and page-faulted anew each time): the widest stage-0 input is the last layer's.
         total = c0 + growth * len(layers)
+        y_workspace = None if keep_all else x0.new_empty(n * max(total - growth, c0) * h * w, dtype=dtype)
+        acc = _stats_dtype(dtype)
         x0c = x0.to(dtype).contiguous()
         if self.concat:
             self.features = [x0c]
@@ -132,7 +141,7 @@ class _Forward:
             means, var = x0.new_empty(total, dtype=acc), x0.new_empty(total, dtype=acc)
             means[:c0], var[:c0] = _channel_stats(x0c, acc)
         self.inputs: List[Tensor] = []          # level 1/2: each layer's concatenated input
-        self.kept: List[List[tuple]] = []       # per layer and stage: (stage input, BN-ReLU output, mean, invstd)
+        self.kept: List[List[tuple]] = []       # per layer and stage: (stage input, BN-ReLU output, mean, var)
         for i, stages in enumerate(layers):
             c = c0 + i * growth
             x = self.layer_input(i)
@@ -143,12 +152,11 @@ class _Forward:
                 if training:
                     m, v = (means[:c], var[:c]) if s == 0 else _channel_stats(t, acc)
                     _update_running_stats(bn, m, v, self.count)
-                    invstd = torch.rsqrt(v + bn.eps)
                 else:
-                    m, invstd = _Stats.eval(bn)
-                y = _normalize_relu(t, bn, m, invstd, dtype)
+                    m, v = bn.running_mean, bn.running_var
+                y = _normalize_relu(t, bn, m, v, dtype, _view(y_workspace, t) if s == 0 else None)
                 out = conv_forward(y, conv, conv.weight.to(dtype))
-                row.append((t if keep_all and s > 0 else None, y if keep_all else None, m, invstd))
+                row.append((t if keep_all and s > 0 else None, y if keep_all else None, m, v))
                 del y
                 t = out
             if training and i + 1 < len(layers):
@@ -224,6 +232,10 @@ def _backward(ctx, grad_out: Tensor):
     gbuf = grad_out.to(dtype, memory_format=torch.contiguous_format, copy=True)  # the shared gradient buffer
     if training:  # per channel: the deferred ``coef * x + d`` parts of the BN input gradients
         coef_acc, d_acc = gbuf.new_zeros(total, dtype=acc), gbuf.new_zeros(total, dtype=acc)
+    # Reused for the widest per-layer temporary (a stage-0 input gradient): fresh tensors of this size
+    # would be mapped and page-faulted anew in every layer.
+    workspace = gbuf.new_empty(gbuf[:, :total - growth].numel())
+    y_workspace = gbuf.new_empty(workspace.numel()) if ctx.level == 4 else None
     grads: List[Tensor] = []
     for i in range(n_layers - 1, -1, -1):
         stages, row = layers[i], ctx.layout[i]
@@ -235,17 +247,18 @@ def _backward(ctx, grad_out: Tensor):
         else:
             g = g.contiguous()
         x = layer_input(i)
-        ts, ys = _stage_tensors(x, stages, row, flat, dtype)
+        ts, ys = _stage_tensors(x, stages, row, flat, dtype, y_workspace)
         layer_grads: List[Tensor] = []
         for s in range(len(stages) - 1, -1, -1):
             bn, conv = stages[s]
             _, _, m_i, v_i = row[s]
-            mean, invstd = flat[m_i], flat[v_i]
+            mean, var = flat[m_i], flat[v_i]
+            invstd = torch.rsqrt(var + bn.eps)
             t, y = ts[s], ys[s]
             ts[s] = ys[s] = None
             if y is None:
-                y = _normalize_relu(t, bn, mean, invstd, dtype)
-            gy, gw = conv_backward(g, y, conv, True, conv.weight.to(dtype))
+                y = _normalize_relu(t, bn, mean, var, dtype)
+            gy, gw = conv_backward(g, y, conv, True, conv.weight.to(dtype), out=_view(workspace, y) if s == 0 else None)
             gy = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)  # ReLU, in place
             del y
             if s > 0:
@@ -271,19 +284,27 @@ def _backward(ctx, grad_out: Tensor):
     return (gx0.to(ctx.x0_dtype), None, None, None, None, *grads)
 
 
-def _stage_tensors(x: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[Tensor],
-                   dtype: torch.dtype) -> Tuple[List[Optional[Tensor]], List[Optional[Tensor]]]:
-    """Each stage's input and (when kept) BN-ReLU output for one layer's backward pass.
+def _view(workspace: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
+    """The first elements of a flat workspace as a contiguous tensor shaped like ``like``."""
+    return None if workspace is None else workspace[:like.numel()].view(like.shape)
 
-    A stage input that was not kept (level 4) is recomputed by re-running the earlier stages (BN-ReLU with
-    the saved statistics, then the convolution).  A BN-ReLU output that was not kept is None: the caller
-    recomputes it when its stage comes, so that at most one of them is alive at a time.
+
+def _stage_tensors(x: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[Tensor], dtype: torch.dtype,
+                   y_workspace: Optional[Tensor] = None) -> Tuple[List[Optional[Tensor]], List[Optional[Tensor]]]:
+    """Each stage's input and BN-ReLU output for one layer's backward pass.
+
+    What the forward pass did not keep (level 4) is recomputed from the layer input and the saved
+    statistics: the stage-0 BN-ReLU output into ``y_workspace`` (reused by every layer), the later
+    stage inputs by re-running the convolutions.  A later stage's BN-ReLU output that was not kept is
+    None: the caller recomputes it when its stage comes.
     """
     ts: List[Optional[Tensor]] = [x]
     ys: List[Optional[Tensor]] = []
     for s, (bn, conv) in enumerate(stages):
         _, y_i, m_i, v_i = row[s]
         y = flat[y_i] if y_i is not None else None
+        if y is None and s == 0:
+            y = _normalize_relu(x, bn, flat[m_i], flat[v_i], dtype, _view(y_workspace, x))
         ys.append(y)
         if s + 1 == len(stages):
             break

@@ -37,11 +37,15 @@ def _bmm_forward(x: Tensor, w: Tensor) -> Tensor:
     return torch.bmm(w.view(1, -1, c).expand(n, -1, -1), x.reshape(n, c, h * wd)).view(n, -1, h, wd)
 
 
-def _bmm_backward(g: Tensor, x: Tensor, w: Tensor, need_input: bool) -> Tuple[Optional[Tensor], Tensor]:
+def _bmm_backward(g: Tensor, x: Tensor, w: Tensor, need_input: bool,
+                  out: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Tensor]:
     n, c, h, wd = x.shape
     g2 = g.reshape(n, -1, h * wd)
     gw = torch.bmm(g2, x.reshape(n, c, h * wd).transpose(1, 2)).sum(0).view_as(w)
-    gx = torch.bmm(w.view(1, -1, c).transpose(1, 2).expand(n, -1, -1), g2).view(n, c, h, wd) if need_input else None
+    gx = None
+    if need_input:
+        wt = w.view(1, -1, c).transpose(1, 2).expand(n, -1, -1)
+        gx = (torch.bmm(wt, g2) if out is None else torch.bmm(wt, g2, out=out.view(n, c, h * wd))).view(n, c, h, wd)
     return gx, gw
 
 
@@ -57,11 +61,15 @@ def conv_forward(x: Tensor, conv: nn.Conv2d, weight: Optional[Tensor] = None) ->
 
 
 def conv_backward(g: Tensor, x: Tensor, conv: nn.Conv2d, need_input: bool = True,
-                  weight: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Tensor]:
-    """Gradients ``(d input, d weight)`` of :func:`conv_forward` for output gradient ``g``."""
+                  weight: Optional[Tensor] = None, out: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Tensor]:
+    """Gradients ``(d input, d weight)`` of :func:`conv_forward` for output gradient ``g``.
+
+    ``out``: a contiguous tensor shaped like ``x`` that may receive the input gradient (a reused workspace:
+    a fresh tensor of this size costs page faults on every call).
+    """
     w = conv.weight if weight is None else weight
     if _use_bmm(x, conv):
-        return _bmm_backward(g, x, w, need_input)
+        return _bmm_backward(g, x, w, need_input, out)
     gx, gw, _ = torch.ops.aten.convolution_backward(
         g, x, w, None, list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups,
         [need_input, True, False])
