@@ -36,13 +36,14 @@ file only needs their ``stages()``: the ``(BatchNorm2d, Conv2d)`` pairs of the B
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .pointwise import conv_backward, conv_forward
+from .pointwise import conv_backward, conv_forward, uses_matmul
 
 Stage = Tuple[nn.BatchNorm2d, nn.Conv2d]
 
@@ -116,6 +117,59 @@ def _block_params(layers: Sequence[Sequence[Stage]]) -> List[Tensor]:
     return [p for stages in layers for bn, conv in stages for p in (bn.weight, bn.bias, conv.weight)]
 
 
+_CHUNK_BYTES = 4 * 2 ** 20  # batch chunks of about this size stay in the CPU's caches between kernels
+
+
+def _batch_chunks(x: Tensor, conv: nn.Conv2d) -> List[slice]:
+    """Batch slices for running BN-ReLU-``conv`` on ``x`` chunk by chunk (the whole batch when ``conv``
+    is not a matrix product, which takes no output buffer)."""
+    n = x.shape[0]
+    step = n
+    if uses_matmul(x, conv) and n > 0:
+        step = max(1, min(n, _CHUNK_BYTES // max(1, x[0].numel() * x.element_size())))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)] or [slice(0, 0)]
+
+
+class _Workspace:
+    """A flat scratch buffer for temporaries that are dead before the next one is needed.
+
+    Fresh tensors of tens of MB are mapped and page-faulted anew on every allocation (glibc serves
+    them with mmap), which costs as much as the arithmetic here; one buffer, grown on demand, is not.
+    """
+
+    def __init__(self) -> None:
+        self.buf: Optional[Tensor] = None
+
+    def take(self, shape: Sequence[int], like: Tensor, dtype: torch.dtype) -> Tensor:
+        numel = math.prod(shape)
+        if self.buf is None or self.buf.numel() < numel or self.buf.dtype != dtype:
+            self.buf = like.new_empty(numel, dtype=dtype)
+        return self.buf[:numel].view(shape)
+
+
+def _bn_relu_conv(x: Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d, mean: Tensor, var: Tensor, dtype: torch.dtype,
+                  keep_y: bool, scratch: Optional[_Workspace]) -> Tuple[Tensor, Optional[Tensor]]:
+    """``conv(relu(bn(x)))`` with the given statistics, batch chunk by chunk; returns ``(output, y)``.
+
+    ``y`` is the whole BN-ReLU output when ``keep_y``; otherwise its chunks live in ``scratch`` (or in
+    new tensors) and ``y`` is None.
+    """
+    w = conv.weight.to(dtype)
+    y_full = torch.empty(x.shape, dtype=dtype, device=x.device) if keep_y else None
+    chunks = _batch_chunks(x, conv)
+    out = None
+    for sl in chunks:
+        xc = x[sl]
+        y_out = y_full[sl] if keep_y else (scratch.take(xc.shape, xc, dtype) if scratch is not None else None)
+        yc = _normalize_relu(xc, bn, mean, var, dtype, y_out)
+        if len(chunks) == 1:
+            return conv_forward(yc, conv, w), y_full
+        if out is None:
+            out = x.new_empty((x.shape[0], conv.out_channels, *x.shape[2:]), dtype=dtype)
+        conv_forward(yc, conv, w, out=out[sl])
+    return out, y_full
+
+
 class _Forward:
     """One forward pass over a block; records what the backward pass of the level needs."""
 
@@ -125,11 +179,9 @@ class _Forward:
         self.c0, self.growth, self.count = c0, growth, n * h * w
         self.concat = level in (1, 2)
         keep_all = record and level != 4
-        # BN-ReLU outputs that are not kept go into one reused workspace (a fresh tensor per layer would
-        # be mapped and page-faulted anew each time): the widest stage-0 input is the last layer's.
-        total = c0 + growth * len(layers)
-        y_workspace = None if keep_all else x0.new_empty(n * max(total - growth, c0) * h * w, dtype=dtype)
+        scratch = _Workspace()  # BN-ReLU outputs that are not kept
         acc = _stats_dtype(dtype)
+        total = c0 + growth * len(layers)
         x0c = x0.to(dtype).contiguous()
         if self.concat:
             self.features = [x0c]
@@ -154,10 +206,8 @@ class _Forward:
                     _update_running_stats(bn, m, v, self.count)
                 else:
                     m, v = bn.running_mean, bn.running_var
-                y = _normalize_relu(t, bn, m, v, dtype, _view(y_workspace, t) if s == 0 else None)
-                out = conv_forward(y, conv, conv.weight.to(dtype))
-                row.append((t if keep_all and s > 0 else None, y if keep_all else None, m, v))
-                del y
+                out, y = _bn_relu_conv(t, bn, conv, m, v, dtype, keep_all, scratch if s == 0 else None)
+                row.append((t if keep_all and s > 0 else None, y, m, v))
                 t = out
             if training and i + 1 < len(layers):
                 means[c:c + growth], var[c:c + growth] = _channel_stats(t, acc)
@@ -211,12 +261,41 @@ class _DenseBlockFunction(torch.autograd.Function):
             return _backward(ctx, grad_out)
 
 
+def _input_stage_backward(g: Tensor, x: Tensor, y: Optional[Tensor], bn: nn.BatchNorm2d, conv: nn.Conv2d,
+                          mean: Tensor, var: Tensor, training: bool, dtype: torch.dtype, gbuf: Tensor,
+                          y_scratch: _Workspace, g_scratch: _Workspace) -> Tuple[Tensor, Tensor, Tensor]:
+    """Backward of BN-ReLU-conv on a layer's input ``x`` (the first stage), batch chunk by chunk.
+
+    Adds the ``a * g`` part of the input gradient to ``gbuf`` (the gradient buffer's first ``c``
+    channels) and returns the gradients of the conv weight, BN weight and BN bias.  ``y``: the kept
+    BN-ReLU output, or None to recompute it (level 4) into ``y_scratch``.
+    """
+    w = conv.weight.to(dtype)
+    a = (bn.weight * torch.rsqrt(var + bn.eps)).view(_SHAPE)
+    a_d = a.to(dtype)
+    gw = gbw = gbb = None
+    for sl in _batch_chunks(x, conv):
+        xc = x[sl]
+        yc = y[sl] if y is not None else _normalize_relu(xc, bn, mean, var, dtype, y_scratch.take(xc.shape, xc, dtype))
+        gx, gw_c = conv_backward(g[sl], yc, conv, True, w, out=g_scratch.take(xc.shape, xc, dtype))
+        gx = torch.ops.aten.threshold_backward.grad_input(gx, yc, 0, grad_input=gx)  # ReLU, in place
+        _, gbw_c, gbb_c = torch.ops.aten.native_batch_norm_backward(
+            gx, xc, bn.weight, bn.running_mean, bn.running_var, mean, torch.rsqrt(var + bn.eps), training,
+            bn.eps, [False, True, True])
+        gbuf[sl].addcmul_(gx, a_d)
+        if gw is None:
+            gw, gbw, gbb = gw_c.to(mean.dtype, copy=True), gbw_c, gbb_c
+        else:
+            gw.add_(gw_c)
+            gbw, gbb = gbw + gbw_c, gbb + gbb_c
+    return gw, gbw, gbb
+
+
 def _backward(ctx, grad_out: Tensor):
     flat = ctx.saved_tensors
     layers, growth, training, c0 = ctx.layers, ctx.growth, ctx.training, ctx.c0
     n_layers = len(layers)
-    concat = ctx.level in (1, 2)
-    if concat:
+    if ctx.level in (1, 2):
         features, inputs = flat[:n_layers + 1], flat[n_layers + 1:2 * n_layers + 1]
         feature = lambda i: features[i + 1]
         layer_input = lambda i: inputs[i]
@@ -232,10 +311,7 @@ def _backward(ctx, grad_out: Tensor):
     gbuf = grad_out.to(dtype, memory_format=torch.contiguous_format, copy=True)  # the shared gradient buffer
     if training:  # per channel: the deferred ``coef * x + d`` parts of the BN input gradients
         coef_acc, d_acc = gbuf.new_zeros(total, dtype=acc), gbuf.new_zeros(total, dtype=acc)
-    # Reused for the widest per-layer temporary (a stage-0 input gradient): fresh tensors of this size
-    # would be mapped and page-faulted anew in every layer.
-    workspace = gbuf.new_empty(gbuf[:, :total - growth].numel())
-    y_workspace = gbuf.new_empty(workspace.numel()) if ctx.level == 4 else None
+    y_scratch, g_scratch = _Workspace(), _Workspace()
     grads: List[Tensor] = []
     for i in range(n_layers - 1, -1, -1):
         stages, row = layers[i], ctx.layout[i]
@@ -247,34 +323,32 @@ def _backward(ctx, grad_out: Tensor):
         else:
             g = g.contiguous()
         x = layer_input(i)
-        ts, ys = _stage_tensors(x, stages, row, flat, dtype, y_workspace)
+        ts = _stage_inputs(x, stages, row, flat, dtype, y_scratch)
         layer_grads: List[Tensor] = []
         for s in range(len(stages) - 1, -1, -1):
             bn, conv = stages[s]
-            _, _, m_i, v_i = row[s]
+            _, y_i, m_i, v_i = row[s]
             mean, var = flat[m_i], flat[v_i]
-            invstd = torch.rsqrt(var + bn.eps)
-            t, y = ts[s], ys[s]
-            ts[s] = ys[s] = None
-            if y is None:
-                y = _normalize_relu(t, bn, mean, var, dtype)
-            gy, gw = conv_backward(g, y, conv, True, conv.weight.to(dtype), out=_view(workspace, y) if s == 0 else None)
-            gy = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)  # ReLU, in place
-            del y
-            if s > 0:
-                g, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
-                    gy, t, bn.weight, bn.running_mean, bn.running_var, mean, invstd, training, bn.eps,
-                    [True, True, True])
-            else:
-                _, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
-                    gy, t, bn.weight, bn.running_mean, bn.running_var, mean, invstd, training, bn.eps,
-                    [False, True, True])
-                a = bn.weight * invstd
-                gbuf[:, :c].addcmul_(gy, a.view(_SHAPE).to(dtype))
+            y = flat[y_i] if y_i is not None else None
+            if s == 0:
+                gw, gbw, gbb = _input_stage_backward(g, x, y, bn, conv, mean, var, training, dtype, gbuf[:, :c],
+                                                     y_scratch, g_scratch)
                 if training:
-                    coef = a * invstd * gbw / -ctx.count
+                    a = bn.weight * torch.rsqrt(var + bn.eps)
+                    coef = a * torch.rsqrt(var + bn.eps) * gbw / -ctx.count
                     coef_acc[:c] += coef
                     d_acc[:c] -= a * gbb / ctx.count + coef * mean
+            else:
+                t = ts[s]
+                if y is None:
+                    y = _normalize_relu(t, bn, mean, var, dtype)
+                gy, gw = conv_backward(g, y, conv, True, conv.weight.to(dtype))
+                gy = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)  # ReLU, in place
+                del y
+                g, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
+                    gy, t, bn.weight, bn.running_mean, bn.running_var, mean, torch.rsqrt(var + bn.eps), training,
+                    bn.eps, [True, True, True])
+                ts[s] = None
             layer_grads = [gbw, gbb, gw] + layer_grads
         grads = layer_grads + grads
     gx0 = gbuf[:, :c0]
@@ -284,38 +358,20 @@ def _backward(ctx, grad_out: Tensor):
     return (gx0.to(ctx.x0_dtype), None, None, None, None, *grads)
 
 
-def _view(workspace: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
-    """The first elements of a flat workspace as a contiguous tensor shaped like ``like``."""
-    return None if workspace is None else workspace[:like.numel()].view(like.shape)
-
-
-def _stage_tensors(x: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[Tensor], dtype: torch.dtype,
-                   y_workspace: Optional[Tensor] = None) -> Tuple[List[Optional[Tensor]], List[Optional[Tensor]]]:
-    """Each stage's input and BN-ReLU output for one layer's backward pass.
-
-    What the forward pass did not keep (level 4) is recomputed from the layer input and the saved
-    statistics: the stage-0 BN-ReLU output into ``y_workspace`` (reused by every layer), the later
-    stage inputs by re-running the convolutions.  A later stage's BN-ReLU output that was not kept is
-    None: the caller recomputes it when its stage comes.
-    """
+def _stage_inputs(x: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[Tensor], dtype: torch.dtype,
+                  scratch: _Workspace) -> List[Optional[Tensor]]:
+    """Each stage's input for one layer's backward pass: kept ones from ``flat``, the others (level 4)
+    recomputed from the layer input ``x`` with the saved statistics (BN-ReLU chunks in ``scratch``)."""
     ts: List[Optional[Tensor]] = [x]
-    ys: List[Optional[Tensor]] = []
-    for s, (bn, conv) in enumerate(stages):
-        _, y_i, m_i, v_i = row[s]
-        y = flat[y_i] if y_i is not None else None
-        if y is None and s == 0:
-            y = _normalize_relu(x, bn, flat[m_i], flat[v_i], dtype, _view(y_workspace, x))
-        ys.append(y)
-        if s + 1 == len(stages):
-            break
+    for s in range(len(stages) - 1):
         t_i = row[s + 1][0]
         if t_i is not None:
             ts.append(flat[t_i])
         else:
-            yr = y if y is not None else _normalize_relu(ts[s], bn, flat[m_i], flat[v_i], dtype)
-            ts.append(conv_forward(yr, conv, conv.weight.to(dtype)))
-            del yr
-    return ts, ys
+            bn, conv = stages[s]
+            _, _, m_i, v_i = row[s]
+            ts.append(_bn_relu_conv(ts[s], bn, conv, flat[m_i], flat[v_i], dtype, False, scratch)[0])
+    return ts
 
 
 def dense_block(x0: Tensor, layers: Sequence[Sequence[Stage]], growth: int, training: bool, level: int) -> Tensor:

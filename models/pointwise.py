@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["Conv2d", "is_pointwise", "conv_forward", "conv_backward"]
+__all__ = ["Conv2d", "is_pointwise", "uses_matmul", "conv_forward", "conv_backward"]
 
 
 def is_pointwise(conv: nn.Conv2d) -> bool:
@@ -28,13 +28,18 @@ def is_pointwise(conv: nn.Conv2d) -> bool:
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None)
 
 
-def _use_bmm(x: Tensor, conv: nn.Conv2d) -> bool:
+def uses_matmul(x: Tensor, conv: nn.Conv2d) -> bool:
+    """True when :func:`conv_forward` runs ``conv`` on ``x`` as a batched matrix product."""
     return x.device.type == "cpu" and is_pointwise(conv)
 
 
-def _bmm_forward(x: Tensor, w: Tensor) -> Tensor:
+def _bmm_forward(x: Tensor, w: Tensor, out: Optional[Tensor] = None) -> Tensor:
     n, c, h, wd = x.shape
-    return torch.bmm(w.view(1, -1, c).expand(n, -1, -1), x.reshape(n, c, h * wd)).view(n, -1, h, wd)
+    wx = w.view(1, -1, c).expand(n, -1, -1)
+    if out is None:
+        return torch.bmm(wx, x.reshape(n, c, h * wd)).view(n, -1, h, wd)
+    torch.bmm(wx, x.reshape(n, c, h * wd), out=out.view(n, -1, h * wd))
+    return out
 
 
 def _bmm_backward(g: Tensor, x: Tensor, w: Tensor, need_input: bool,
@@ -49,15 +54,17 @@ def _bmm_backward(g: Tensor, x: Tensor, w: Tensor, need_input: bool,
     return gx, gw
 
 
-def conv_forward(x: Tensor, conv: nn.Conv2d, weight: Optional[Tensor] = None) -> Tensor:
+def conv_forward(x: Tensor, conv: nn.Conv2d, weight: Optional[Tensor] = None, out: Optional[Tensor] = None) -> Tensor:
     """``conv(x)`` without bias, as a batched matrix product for a 1x1 convolution on CPU.
 
-    ``weight`` overrides ``conv.weight`` (e.g. the weight cast to the compute dtype).
+    ``weight`` overrides ``conv.weight`` (e.g. the weight cast to the compute dtype); ``out`` (contiguous,
+    the output's shape) receives the result.
     """
     w = conv.weight if weight is None else weight
-    if _use_bmm(x, conv):
-        return _bmm_forward(x, w)
-    return F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if uses_matmul(x, conv):
+        return _bmm_forward(x, w, out)
+    y = F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return y if out is None else out.copy_(y)
 
 
 def conv_backward(g: Tensor, x: Tensor, conv: nn.Conv2d, need_input: bool = True,
@@ -68,7 +75,7 @@ def conv_backward(g: Tensor, x: Tensor, conv: nn.Conv2d, need_input: bool = True
     a fresh tensor of this size costs page faults on every call).
     """
     w = conv.weight if weight is None else weight
-    if _use_bmm(x, conv):
+    if uses_matmul(x, conv):
         return _bmm_backward(g, x, w, need_input, out)
     gx, gw, _ = torch.ops.aten.convolution_backward(
         g, x, w, None, list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups,
@@ -94,7 +101,7 @@ class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` whose plain 1x1 form runs as a batched matrix product on CPU (see the module doc)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not _use_bmm(x, self) or x.dim() != 4:
+        if not uses_matmul(x, self) or x.dim() != 4:
             return super().forward(x)
         w = self.weight
         dev = x.device.type

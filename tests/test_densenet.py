@@ -12,7 +12,7 @@ from torch import nn
 
 from conftest import MODEL_CASES, reference
 from fbresnet_port import opts, t7
-from models import densenet
+from models import densenet, densenet_memory
 from models.densenet import create_model, memory_level
 from models.lua_weights import load_lua_weights
 
@@ -135,6 +135,16 @@ def test_levels_match_plain_autograd(level, name, train, device):
     over the nn modules (recursive concatenation): outputs, input and parameter gradients, running stats."""
     ref = _run(name, 0, train, device)
     got = _run(name, level, train, device)
+    for what, a, b in zip(("output", "gradInput", "gradParams", "running stats"), got, ref):
+        assert (a - b).abs().max().item() <= 1e-10 * max(1.0, b.abs().max().item()), what
+
+
+@pytest.mark.parametrize("level", [2, 3, 4])
+def test_batch_chunked_blocks_match_plain_autograd(level, monkeypatch):
+    """On CPU the 1x1 stages run in batch chunks sized for the caches; small chunks change nothing."""
+    ref = _run("bc40", 0, True, "cpu")
+    monkeypatch.setattr(densenet_memory, "_CHUNK_BYTES", 1)  # one image per chunk
+    got = _run("bc40", level, True, "cpu")
     for what, a, b in zip(("output", "gradInput", "gradParams", "running stats"), got, ref):
         assert (a - b).abs().max().item() <= 1e-10 * max(1.0, b.abs().max().item()), what
 
