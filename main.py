@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from fbresnet_port import checkpoints, distributed
+from fbresnet_port import checkpoints, cpu_memory, distributed
 from fbresnet_port.errors import UserError
 
 
@@ -31,6 +31,7 @@ def setup_device(opt) -> torch.device:
         device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
+        cpu_memory.retain_freed_memory()  # no page faults for re-allocated activations (see the module)
     opt.device = device.type
     return device
 

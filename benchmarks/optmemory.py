@@ -6,9 +6,11 @@ peak memory of one cannot hide in another's.  Reported per setting: median secon
 iteration (forward, loss, backward, SGD step as train.lua: momentum 0.9, Nesterov, weight decay 1e-4)
 after warm-up, and peak memory of one step (CPU: peak RSS of the process, and the part the step adds =
 peak minus the RSS just before it, measured with glibc returning freed blocks >= 128 KiB to the OS at
-once so that RSS tracks live memory; the timed steps run with a 32 MiB threshold, glibc's usual steady
-state; CUDA: peak allocated).  With ``--interleaved`` (default) all settings are also timed round-robin
-in one process, which gives every setting the same load from other processes on a shared machine.  ``-precision half`` settings run
+once so that RSS tracks live memory; CUDA: peak allocated).  On CPU the timed steps run with freed
+memory kept in the process, as ``main.py`` trains (``fbresnet_port.cpu_memory``; ``--malloc default``:
+glibc's usual steady state instead, mmap for blocks >= 32 MiB).  With ``--interleaved`` (default) all
+settings are also timed round-robin in one process, which gives every setting the same load from other
+processes on a shared machine.  ``-precision half`` settings run
 under autocast (bfloat16 on CPU, float16 on CUDA) with fp32 weights; their accuracy effect is measured
 on the same batch against fp32 (relative error of logits and loss, cosine of the parameter gradients).
 
@@ -19,7 +21,8 @@ Usage::
     python3 benchmarks/optmemory.py --profile level2   # where the time goes in one setting
     python3 benchmarks/optmemory.py --largest          # largest depth within --budget GB, per level
 
-Writes ``benchmarks/results/optmemory_<device>_d<depth>_k<k>_b<batch>.json`` (``largest_...`` for --largest).
+Writes ``benchmarks/results/optmemory_<device>_d<depth>_k<k>_b<batch>[_malloc-default].json``
+(``largest_...`` for --largest).
 """
 from __future__ import annotations
 
@@ -139,6 +142,9 @@ def interleaved(args: argparse.Namespace, names: List[str]) -> Dict[str, float]:
     sees the same load from other processes (memory is not measured here)."""
     import torch
     torch.set_num_threads(args.threads)
+    if args.device == "cpu" and args.malloc == "retain":
+        from fbresnet_port.cpu_memory import retain_freed_memory
+        retain_freed_memory()
     steps = {name: make_setting(name, args)[1] for name in names}
     times: Dict[str, List[float]] = {name: [] for name in names}
     for i in range(args.warmup + args.iters):
@@ -193,7 +199,10 @@ def worker(args: argparse.Namespace) -> Dict[str, Any]:
         peak = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
         peak = _hwm_mb()
-        if live:  # time with glibc's usual steady state: mmap only for blocks >= 32 MiB
+        if args.malloc == "retain":  # time as main.py trains: freed memory stays in the process
+            from fbresnet_port.cpu_memory import retain_freed_memory
+            retain_freed_memory()
+        elif live:  # time with glibc's usual steady state: mmap only for blocks >= 32 MiB
             _mallopt_mmap_threshold(32 * 2 ** 20)
     times: List[float] = []
     cpu_times: List[float] = []
@@ -242,7 +251,7 @@ def run_setting(args: argparse.Namespace, name: str, depth: Optional[int] = None
            "--depth", str(depth or args.depth), "--growthRate", str(args.growthRate),
            "--batchSize", str(args.batchSize), "--iters", str(args.iters if iters is None else iters),
            "--warmup", str(args.warmup if warmup is None else warmup), "--threads", str(args.threads),
-           "--device", args.device]
+           "--device", args.device, "--malloc", args.malloc]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -342,6 +351,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--rounds", type=int, default=2, help="runs per setting (alternating order), times pooled")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                   help="CPU timing with freed memory kept in the process as main.py does (retain), or with "
+                        "glibc's defaults (default); peak memory is measured the same way in both")
     p.add_argument("--settings", default="", help="comma-separated subset of: " + ", ".join(SETTINGS))
     p.add_argument("--profile", default="", metavar="SETTING", help="print a profile of one step of SETTING")
     p.add_argument("--largest", action="store_true", help="estimate the largest depth within --budget GB")
@@ -361,7 +373,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         worker(cmd_args)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"loadavg_start": os.getloadavg(), "rounds": args.rounds, "device": args.device, "threads": args.threads, "depth": args.depth, "growthRate": args.growthRate,
+    meta = {"loadavg_start": os.getloadavg(), "malloc": args.malloc, "rounds": args.rounds, "device": args.device, "threads": args.threads, "depth": args.depth, "growthRate": args.growthRate,
             "batchSize": args.batchSize, "iters": args.iters, "warmup": args.warmup,
             "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
     tag = f"{args.device}_d{args.depth}_k{args.growthRate}_b{args.batchSize}"
@@ -394,7 +406,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if "accuracy_vs_fp32" in r:
             print(f"{name} vs fp32: " + ", ".join(f"{k} {v:.2e}" for k, v in r["accuracy_vs_fp32"].items()))
     meta["loadavg_end"] = os.getloadavg()
-    path = RESULTS / f"optmemory_{tag}.json"
+    path = RESULTS / f"optmemory_{tag}{'' if args.malloc == 'retain' else '_malloc-' + args.malloc}.json"
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(f"wrote {path}")
 
