@@ -12,26 +12,28 @@ running statistics (apart from Lua's omission of Dropout at levels >= 3, reprodu
 ==========  ===========================================================================================
 level       mechanism
 ==========  ===========================================================================================
-0           the original recursive concatenation: every layer returns ``cat(input, new)`` and keeps it
-            (Lua ``Concat(2){Identity, net}``)
-1, 2        one ``torch.cat`` of the list of earlier features per layer (torchvision-style).  PyTorch's
-            autograd already frees gradient buffers once consumed and keeps only what backward needs,
-            which is what Lua's ``optnet`` (1) and ``shareGradInput`` (2) added, so 1 and 2 coincide
-3, 5 (>5)   one pre-allocated feature buffer per block, no concatenation copies, shared gradient buffer
-            in backward; BN-ReLU outputs kept (Lua ``DenseConnectLayerCustom`` + ``sharePrevOutput``)
-4           as 3, plus BN-ReLU recomputed in backward from the saved batch statistics; running
-            statistics updated exactly once per step (Lua ``shareBNOutput``); memory linear in depth
+0           the original recursive concatenation with autograd over the ``nn`` modules: every layer
+            returns ``cat(input, new)`` and keeps it (Lua ``Concat(2){Identity, net}``)
+1, 2        one concatenation of the earlier features per layer, kept for backward with the BN-ReLU
+            outputs; one shared gradient buffer per block (Lua ``optnet`` / ``shareGradInput``, which
+            coincide here: PyTorch frees gradient buffers once consumed anyway)
+3, 5 (>5)   one pre-allocated feature buffer per block, no concatenation copies; BN-ReLU outputs kept
+            (Lua ``DenseConnectLayerCustom`` + ``sharePrevOutput``)
+4           as 3, plus BN-ReLU(-Conv1x1-BN-ReLU) recomputed in backward from the saved batch statistics;
+            running statistics updated exactly once per step (Lua ``shareBNOutput``); memory linear in depth
 ==========  ===========================================================================================
+
+Levels 1-5 run each dense block as one autograd Function with an explicit backward
+(:mod:`models.densenet_memory`), which is also where the speed comes from: per-feature BN statistics
+computed once, deferred BN input-gradient terms, 1x1 convolutions as batched matrix products on CPU
+(:mod:`models.pointwise`, also used by level 0 and the transitions), cache-sized batch chunks.  With
+``-dropRate > 0`` levels 1/2 keep Dropout inside the dense layers and run autograd over the modules
+(one concatenation per layer); as in Lua, levels >= 3 have no Dropout in dense layers.
 
 Lua's ``-optnet true`` turns on optnet and ``-shareGradInput true`` turns on gradient sharing whatever
 ``-optMemory`` is (``models/init.lua``); here both lift level 0 to the level-1/2 mechanism and leave
-levels >= 1 unchanged.  Levels 3-5 live in :mod:`models.densenet_memory`.
-
-Speed (measured with ``benchmarks/optmemory.py`` against a torchvision DenseNet): ReLUs are in place;
-levels 3-5 copy no concatenations and run BN/convolution backward kernels directly. Under
-``torch.autocast`` (``-precision half``: bfloat16 on CPU, float16 on CUDA) the shared-buffer blocks keep
-their buffer in the autocast dtype. Tried and dropped: 1x1 convolutions as batched matrix products
-(faster in isolation, 1.4x slower in the whole step on this CPU).
+levels >= 1 unchanged.  Under ``torch.autocast`` (``-precision half``: bfloat16 on CPU, float16 on CUDA)
+the blocks compute in the autocast dtype with float32 statistics and weights.
 """
 from __future__ import annotations
 
