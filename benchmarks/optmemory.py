@@ -291,8 +291,9 @@ def table(results: Dict[str, Dict[str, Any]]) -> str:
             lines.append(f"{name:13s} error: {r['error']}")
             continue
         t = r["sec_per_iter"]
+        t_txt = "      -" if t is None else f"{t:7.3f}"  # --iters 0: memory only
         lines.append(
-            f"{name:13s} {t:7.3f} {r.get('cpu_sec_per_iter') or 0:7.3f} {_ratio(t, l0.get('sec_per_iter'))} "
+            f"{name:13s} {t_txt} {r.get('cpu_sec_per_iter') or 0:7.3f} {_ratio(t, l0.get('sec_per_iter'))} "
             f"{_ratio(t, tv.get('sec_per_iter'))} {r['peak_mb']:7.0f} {r['step_mb']:7.0f} "
             f"{_ratio(r['peak_mb'], l0.get('peak_mb')):>7s} {_ratio(r['step_mb'], l0.get('step_mb')):>7s} "
             f"{_ratio(r['peak_mb'], tv.get('peak_mb')):>7s} {_ratio(r['step_mb'], tv.get('step_mb')):>7s}")

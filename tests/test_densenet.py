@@ -149,6 +149,18 @@ def test_batch_chunked_blocks_match_plain_autograd(level, monkeypatch):
         assert (a - b).abs().max().item() <= 1e-10 * max(1.0, b.abs().max().item()), what
 
 
+@pytest.mark.parametrize("level", [2, 3, 4])
+def test_library_convolution_path_matches_plain_autograd(level, monkeypatch):
+    """Where 1x1 convolutions are not matrix products (CUDA), blocks use conv kernels and no chunks."""
+    from models import pointwise
+    ref = _run("bc40", 0, True, "cpu")
+    monkeypatch.setattr(pointwise, "uses_matmul", lambda x, conv: False)
+    monkeypatch.setattr(densenet_memory, "uses_matmul", pointwise.uses_matmul)
+    got = _run("bc40", level, True, "cpu")
+    for what, a, b in zip(("output", "gradInput", "gradParams", "running stats"), got, ref):
+        assert (a - b).abs().max().item() <= 1e-10 * max(1.0, b.abs().max().item()), what
+
+
 @pytest.mark.parametrize("level", [1, 2])
 def test_levels_1_2_with_dropout_match_level0(level):
     """With -dropRate the dense layers keep their Dropout at levels <= 2 (autograd path, same RNG use)."""
