@@ -151,11 +151,13 @@ def _bn_relu_conv(x: Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d, mean: Tensor, 
                   keep_y: bool, scratch: Optional[_Workspace]) -> Tuple[Tensor, Optional[Tensor]]:
     """``conv(relu(bn(x)))`` with the given statistics, batch chunk by chunk; returns ``(output, y)``.
 
-    ``y`` is the whole BN-ReLU output when ``keep_y``; otherwise its chunks live in ``scratch`` (or in
-    new tensors) and ``y`` is None.
+    ``y`` is the whole BN-ReLU output when ``keep_y`` (in ``scratch`` when given, else a new tensor);
+    otherwise its chunks live in ``scratch`` (or in new tensors) and ``y`` is None.
     """
     w = conv.weight.to(dtype)
-    y_full = torch.empty(x.shape, dtype=dtype, device=x.device) if keep_y else None
+    y_full = None
+    if keep_y:
+        y_full = scratch.take(x.shape, x, dtype) if scratch is not None else torch.empty(x.shape, dtype=dtype, device=x.device)
     chunks = _batch_chunks(x, conv)
     out = None
     for sl in chunks:
@@ -206,7 +208,7 @@ class _Forward:
                     _update_running_stats(bn, m, v, self.count)
                 else:
                     m, v = bn.running_mean, bn.running_var
-                out, y = _bn_relu_conv(t, bn, conv, m, v, dtype, keep_all, scratch if s == 0 else None)
+                out, y = _bn_relu_conv(t, bn, conv, m, v, dtype, keep_all, None if keep_all or s > 0 else scratch)
                 row.append((t if keep_all and s > 0 else None, y, m, v))
                 t = out
             if training and i + 1 < len(layers):
@@ -323,13 +325,13 @@ def _backward(ctx, grad_out: Tensor):
         else:
             g = g.contiguous()
         x = layer_input(i)
-        ts = _stage_inputs(x, stages, row, flat, dtype, y_scratch)
+        ts, y0 = _stage_inputs(x, stages, row, flat, dtype, y_scratch)
         layer_grads: List[Tensor] = []
         for s in range(len(stages) - 1, -1, -1):
             bn, conv = stages[s]
             _, y_i, m_i, v_i = row[s]
             mean, var = flat[m_i], flat[v_i]
-            y = flat[y_i] if y_i is not None else None
+            y = flat[y_i] if y_i is not None else (y0 if s == 0 else None)
             if s == 0:
                 gw, gbw, gbb = _input_stage_backward(g, x, y, bn, conv, mean, var, training, dtype, gbuf[:, :c],
                                                      y_scratch, g_scratch)
@@ -359,10 +361,16 @@ def _backward(ctx, grad_out: Tensor):
 
 
 def _stage_inputs(x: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[Tensor], dtype: torch.dtype,
-                  scratch: _Workspace) -> List[Optional[Tensor]]:
-    """Each stage's input for one layer's backward pass: kept ones from ``flat``, the others (level 4)
-    recomputed from the layer input ``x`` with the saved statistics (BN-ReLU chunks in ``scratch``)."""
+                  scratch: _Workspace) -> Tuple[List[Optional[Tensor]], Optional[Tensor]]:
+    """Each stage's input for one layer's backward pass, and the recomputed stage-0 BN-ReLU output.
+
+    Kept inputs come from ``flat``; the others (level 4) are recomputed from the layer input ``x`` with
+    the saved statistics.  The stage-0 BN-ReLU output computed on the way is returned (it lives in
+    ``scratch``, reused by every layer) so that the stage-0 backward needs no second recomputation;
+    None when nothing was recomputed.
+    """
     ts: List[Optional[Tensor]] = [x]
+    y0 = None
     for s in range(len(stages) - 1):
         t_i = row[s + 1][0]
         if t_i is not None:
@@ -370,8 +378,10 @@ def _stage_inputs(x: Tensor, stages: Sequence[Stage], row: list, flat: Sequence[
         else:
             bn, conv = stages[s]
             _, _, m_i, v_i = row[s]
-            ts.append(_bn_relu_conv(ts[s], bn, conv, flat[m_i], flat[v_i], dtype, False, scratch)[0])
-    return ts
+            t, y = _bn_relu_conv(ts[s], bn, conv, flat[m_i], flat[v_i], dtype, s == 0, scratch if s == 0 else None)
+            ts.append(t)
+            y0 = y if s == 0 else y0
+    return ts, y0
 
 
 def dense_block(x0: Tensor, layers: Sequence[Sequence[Stage]], growth: int, training: bool, level: int) -> Tensor:
