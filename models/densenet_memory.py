@@ -13,9 +13,11 @@ differ in what the forward pass stores and keeps for the backward pass:
   (Lua: ``DenseConnectLayerCustom`` + ``sharePrevOutput``).  BN-ReLU outputs are kept;
 * 4: as 3, but only the buffer and each BN's batch statistics are kept: the backward pass re-runs a
   layer's BN-ReLU(-Conv1x1-BN-ReLU) chain from the buffer with the statistics of the forward pass (Lua:
-  ``shareBNOutput`` + re-forward of ``net1``).  Running statistics are updated in the forward pass only,
-  i.e. exactly once per step (Lua restores them after its re-forward).  Memory beyond the buffer is
-  constant per layer.
+  ``shareBNOutput`` + re-forward of ``net1``).  The recomputed BN-ReLU output of a layer's input lives in
+  one buffer shared by all layers of the block (sized for the widest, as Lua's shared BN output) until
+  that layer's backward is done.  Running statistics are updated in the forward pass only, i.e. exactly
+  once per step (Lua restores them after its re-forward).  Memory beyond the buffers is constant per
+  layer.
 
 All levels share one gradient buffer per block in the backward pass and the same arithmetic, which
 uses what a dense block guarantees to go faster than layer-by-layer autograd:
