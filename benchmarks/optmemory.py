@@ -70,12 +70,8 @@ def _hwm_mb() -> float:
 def _mallopt_mmap_threshold(nbytes: int) -> bool:
     """Set glibc's mmap threshold (blocks at least this big are returned to the OS when freed; also
     stops glibc from raising it dynamically); False where that is not possible (not Linux/glibc)."""
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, nbytes))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
+    from fbresnet_port.cpu_memory import M_MMAP_THRESHOLD, mallopt
+    return mallopt(M_MMAP_THRESHOLD, nbytes)
 
 
 def _reset_peak_rss() -> bool:

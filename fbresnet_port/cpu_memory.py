@@ -17,11 +17,24 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["retain_freed_memory", "ENV_VAR"]
+__all__ = ["retain_freed_memory", "mallopt", "ENV_VAR", "M_TRIM_THRESHOLD", "M_MMAP_THRESHOLD", "M_MMAP_MAX"]
 
 ENV_VAR = "FBRESNET_RETAIN_MEMORY"
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
+
+
+def mallopt(option: int, value: int) -> bool:
+    """glibc's ``mallopt(option, value)``; False where it failed or does not exist (not Linux/glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(fn(option, value))
 
 
 def retain_freed_memory() -> bool:
@@ -29,12 +42,6 @@ def retain_freed_memory() -> bool:
 
     No-op (False) off Linux, with another C library or allocator, or when ``FBRESNET_RETAIN_MEMORY=0``.
     """
-    if os.environ.get(ENV_VAR, "1") == "0" or not sys.platform.startswith("linux"):
+    if os.environ.get(ENV_VAR, "1") == "0":
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    return mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)
