@@ -266,17 +266,17 @@ class _DenseBlockFunction(torch.autograd.Function):
 
 
 def _input_stage_backward(g: Tensor, x: Tensor, y: Optional[Tensor], bn: nn.BatchNorm2d, conv: nn.Conv2d,
-                          mean: Tensor, var: Tensor, training: bool, dtype: torch.dtype, gbuf: Tensor,
-                          y_scratch: _Workspace, g_scratch: _Workspace) -> Tuple[Tensor, Tensor, Tensor]:
+                          mean: Tensor, var: Tensor, invstd: Tensor, training: bool, dtype: torch.dtype,
+                          gbuf: Tensor, y_scratch: _Workspace,
+                          g_scratch: _Workspace) -> Tuple[Tensor, Tensor, Tensor]:
     """Backward of BN-ReLU-conv on a layer's input ``x`` (the first stage), batch chunk by chunk.
 
-    Adds the ``a * g`` part of the input gradient to ``gbuf`` (the gradient buffer's first ``c``
-    channels) and returns the gradients of the conv weight, BN weight and BN bias.  ``y``: the kept
-    BN-ReLU output, or None to recompute it (level 4) into ``y_scratch``.
+    Adds the ``a * g`` part of the input gradient (``a = weight * invstd``) to ``gbuf`` (the gradient
+    buffer's first ``c`` channels) and returns the gradients of the conv weight, BN weight and BN bias.
+    ``y``: the kept BN-ReLU output, or None to recompute it (level 4) into ``y_scratch``.
     """
     w = conv.weight.to(dtype)
-    a = (bn.weight * torch.rsqrt(var + bn.eps)).view(_SHAPE)
-    a_d = a.to(dtype)
+    a_d = (bn.weight * invstd).view(_SHAPE).to(dtype)
     gw = gbw = gbb = None
     for sl in _batch_chunks(x, conv):
         xc = x[sl]
@@ -284,8 +284,7 @@ def _input_stage_backward(g: Tensor, x: Tensor, y: Optional[Tensor], bn: nn.Batc
         gx, gw_c = conv_backward(g[sl], yc, conv, True, w, out=g_scratch.take(xc.shape, xc, dtype))
         gx = torch.ops.aten.threshold_backward.grad_input(gx, yc, 0, grad_input=gx)  # ReLU, in place
         _, gbw_c, gbb_c = torch.ops.aten.native_batch_norm_backward(
-            gx, xc, bn.weight, bn.running_mean, bn.running_var, mean, torch.rsqrt(var + bn.eps), training,
-            bn.eps, [False, True, True])
+            gx, xc, bn.weight, bn.running_mean, bn.running_var, mean, invstd, training, bn.eps, [False, True, True])
         gbuf[sl].addcmul_(gx, a_d)
         if gw is None:
             gw, gbw, gbb = gw_c.to(mean.dtype, copy=True), gbw_c, gbb_c
@@ -333,13 +332,14 @@ def _backward(ctx, grad_out: Tensor):
             bn, conv = stages[s]
             _, y_i, m_i, v_i = row[s]
             mean, var = flat[m_i], flat[v_i]
+            invstd = torch.rsqrt(var + bn.eps)
             y = flat[y_i] if y_i is not None else (y0 if s == 0 else None)
             if s == 0:
-                gw, gbw, gbb = _input_stage_backward(g, x, y, bn, conv, mean, var, training, dtype, gbuf[:, :c],
-                                                     y_scratch, g_scratch)
+                gw, gbw, gbb = _input_stage_backward(g, x, y, bn, conv, mean, var, invstd, training, dtype,
+                                                     gbuf[:, :c], y_scratch, g_scratch)
                 if training:
-                    a = bn.weight * torch.rsqrt(var + bn.eps)
-                    coef = a * torch.rsqrt(var + bn.eps) * gbw / -ctx.count
+                    a = bn.weight * invstd
+                    coef = a * invstd * gbw / -ctx.count
                     coef_acc[:c] += coef
                     d_acc[:c] -= a * gbb / ctx.count + coef * mean
             else:
@@ -350,8 +350,8 @@ def _backward(ctx, grad_out: Tensor):
                 gy = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)  # ReLU, in place
                 del y
                 g, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
-                    gy, t, bn.weight, bn.running_mean, bn.running_var, mean, torch.rsqrt(var + bn.eps), training,
-                    bn.eps, [True, True, True])
+                    gy, t, bn.weight, bn.running_mean, bn.running_var, mean, invstd, training, bn.eps,
+                    [True, True, True])
                 ts[s] = None
             layer_grads = [gbw, gbb, gw] + layer_grads
         grads = layer_grads + grads
