@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from . import containers, layers, shapes, simple  # noqa: F401  (register the classes)
+from . import criterions, graph, legacy, rnn, text  # noqa: F401,E402  (register more families)
 from ._base import REGISTRY, LuaModelError, LuaModule, from_lua, lua_module, lua_str, to_lua
 
 __all__ = ["from_lua", "load_lua_model", "to_lua", "lua_module", "LuaModule", "LuaModelError",
