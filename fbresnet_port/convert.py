@@ -1,6 +1,8 @@
-"""``python -m fbresnet_port.convert MODEL.t7 OUT.pt``: turn a Lua Torch ``nn`` model into a PyTorch file.
+"""``python -m fbresnet_port.convert MODEL.t7 OUT.pt [--format state-dict|torchscript|torchvision]``: turn a Lua
+Torch ``nn`` model into a PyTorch file.
 
-The output holds ``{'format': 'fbresnet-port/lua-model', 'version': 1, 'lua_tree': ..., 'state_dict': ...}``
+``--format torchscript`` writes a traced module that plain PyTorch runs (``torch.jit.load``); ``--format torchvision
+--arch densenet121`` a torchvision state dict (:mod:`models.torchvision_weights`). The default output holds ``{'format': 'fbresnet-port/lua-model', 'version': 1, 'lua_tree': ..., 'state_dict': ...}``
 where ``lua_tree`` is the model exported back to its Lua module tree (:func:`lua_nn.to_lua`) encoded as
 plain dicts, lists, strings, numbers and tensors, so that ``torch.load(path, weights_only=True)`` reads
 it; :func:`load_converted` rebuilds the module from it.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import collections
 import os
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -25,25 +28,30 @@ VERSION = 1
 _GRAD_FIELDS = ("gradWeight", "gradBias")
 
 
-def encode_tree(value: Any) -> Any:
-    """A Lua value (``t7`` objects) as plain Python data that ``torch.load(weights_only=True)`` accepts."""
+def encode_tree(value: Any, stored: "_StoredTensors | None" = None) -> Any:
+    """A Lua value (``t7`` objects) as plain Python data that ``torch.load(weights_only=True)`` accepts.
+
+    With ``stored``, a floating tensor equal to one of the state dict's is written as its shape and dtype only
+    (the state dict holds the values), so each parameter is stored once."""
     if isinstance(value, t7.TorchObject):
-        fields = {k: encode_tree(v) for k, v in value.fields.items()
+        fields = {k: encode_tree(v, stored) for k, v in value.fields.items()
                   if isinstance(k, str) and k not in _GRAD_FIELDS}
         return {"__class__": value.typename, "__version__": value.version, "fields": fields}
     if isinstance(value, t7.Storage):
         return {"__storage__": value.typename, "tensor": value.tensor}
     if isinstance(value, t7.LuaList):
-        return [encode_tree(v) for v in value]
+        return [encode_tree(v, stored) for v in value]
     if isinstance(value, dict):
-        return {"__table__": {k: encode_tree(v) for k, v in value.items() if isinstance(k, str)}}
+        return {"__table__": {k: encode_tree(v, stored) for k, v in value.items() if isinstance(k, str)}}
+    if isinstance(value, torch.Tensor) and stored is not None and stored.holds(value):
+        return {"__placeholder__": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
     if isinstance(value, (torch.Tensor, str, int, float, bool)) or value is None:
         return value
     return None  # Lua functions and other opaque values are not needed to rebuild a module
 
 
 def decode_tree(value: Any) -> Any:
-    """Inverse of :func:`encode_tree`."""
+    """Inverse of :func:`encode_tree` (placeholders become zero tensors of their shape and dtype)."""
     if isinstance(value, list):
         return t7.LuaList(decode_tree(v) for v in value)
     if isinstance(value, dict):
@@ -54,21 +62,56 @@ def decode_tree(value: Any) -> Any:
             return t7.Storage(value["tensor"], value["__storage__"])
         if "__table__" in value:
             return t7.LuaTable({k: decode_tree(v) for k, v in value["__table__"].items()})
+        if "__placeholder__" in value:
+            return torch.zeros(value["__placeholder__"], dtype=getattr(torch, value["dtype"]))
         return {k: decode_tree(v) for k, v in value.items()}
     return value
 
 
-def save_converted(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write ``model`` in the converted format (see module docstring); atomic (temp file + rename)."""
-    data = {"format": FORMAT, "version": VERSION, "lua_tree": encode_tree(to_lua(model)),
-            "state_dict": model.state_dict()}
+class _StoredTensors:
+    """The floating tensors of a state dict, found by value (the exported tree holds float32 copies)."""
+
+    def __init__(self, state_dict: dict[str, torch.Tensor]):
+        self._by_key: dict[tuple, list[torch.Tensor]] = collections.defaultdict(list)
+        for t in state_dict.values():
+            if t.is_floating_point() and t.numel() > 0:
+                self._by_key[self._key(t)].append(t)
+
+    @staticmethod
+    def _key(t: torch.Tensor) -> tuple:
+        t = t.detach().float()
+        return tuple(t.shape), float(t.sum()), float(t.square().sum())
+
+    def holds(self, t: torch.Tensor) -> bool:
+        if not t.is_floating_point() or t.numel() == 0:
+            return False
+        return any(torch.equal(t.float(), s.detach().float()) for s in self._by_key.get(self._key(t), ()))
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (float32 when it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _atomic_torch_save(obj: Any, path: str | os.PathLike, save: Any = torch.save) -> None:
     tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
     try:
-        torch.save(data, tmp)
+        save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_converted(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model`` in the converted format (see module docstring); atomic (temp file + rename).
+
+    Each parameter and buffer is stored once (in the state dict, in the model's dtype: a float64 model stays
+    float64); the Lua tree keeps only the structure and the non-parameter fields."""
+    state = model.state_dict()
+    data = {"format": FORMAT, "version": VERSION, "dtype": str(model_dtype(model)).replace("torch.", ""),
+            "lua_tree": encode_tree(to_lua(model), _StoredTensors(state)), "state_dict": state}
+    _atomic_torch_save(data, path)
 
 
 def load_converted(path: str | os.PathLike) -> nn.Module:
@@ -80,8 +123,41 @@ def load_converted(path: str | os.PathLike) -> nn.Module:
     if data.get("version") != VERSION:
         raise UserError(f"{path}: unsupported converted-model version {data.get('version')} (expected {VERSION})")
     model = from_lua(decode_tree(data["lua_tree"]))
+    dtype = getattr(torch, data.get("dtype", "float32"))
+    if dtype.is_floating_point:
+        model = model.to(dtype)
     model.load_state_dict(data["state_dict"])
     return model
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``'1,3,224,224'`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(v <= 0 for v in shape):
+        raise UserError(f"--input-shape {text!r}: give positive sizes separated by commas, e.g. 1,3,224,224")
+    return shape
+
+
+def save_torchscript(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...]) -> None:
+    """Trace ``model`` in evaluate mode on a random input of ``input_shape`` and save it as TorchScript, which
+    plain PyTorch runs with ``torch.jit.load(path)`` (no fbresnet_port needed). The trace fixes evaluate-mode
+    behaviour (BatchNorm running statistics, no Dropout)."""
+    model = model.eval()
+    example = torch.randn(input_shape, dtype=model_dtype(model))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+            traced = torch.jit.trace(model, example, check_trace=False)
+    except Exception as err:  # noqa: BLE001 - report why the net cannot be traced with this input
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot trace the model on an input of shape {'x'.join(map(str, input_shape))}: {first} "
+                        f"(give the shape the network takes with --input-shape)") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        _atomic_torch_save(traced, path, save=torch.jit.save)
 
 
 def _describe(module: nn.Module) -> str:
@@ -109,34 +185,50 @@ def summary(model: nn.Module) -> str:
     return "\n".join(lines)
 
 
+FORMATS = ("state-dict", "torchscript", "torchvision")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model_t7", type=click.Path(dir_okay=False))
-@click.argument("out_pt", type=click.Path(dir_okay=False))
-def main(model_t7: str, out_pt: str) -> None:
-    """Convert the Lua Torch nn model MODEL_T7 (a torch.save file) to the PyTorch file OUT_PT."""
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="state-dict", show_default=True,
+              help="state-dict: this package's file (load_converted rebuilds the module); torchscript: a traced "
+                   "module that plain PyTorch runs (torch.jit.load); torchvision: a torchvision state dict (--arch)")
+@click.option("--input-shape", default="1,3,224,224", show_default=True,
+              help="input shape to trace with (--format torchscript), e.g. 1,3,32,32 for CIFAR nets")
+@click.option("--arch", default=None, help="torchvision architecture for --format torchvision, e.g. densenet121, resnet50")
+def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) -> None:
+    """Convert the Lua Torch nn model MODEL_T7 (a torch.save file) to the PyTorch file OUT."""
     try:
         if not os.path.isfile(model_t7):
             raise UserError(f"no such file: {model_t7}")
-        out_dir = os.path.dirname(os.path.abspath(out_pt))
+        out_dir = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(out_dir):
             state = "is a file, not a folder" if os.path.exists(out_dir) else "does not exist"
-            raise UserError(f"cannot write {out_pt}: {out_dir} {state} "
+            raise UserError(f"cannot write {out}: {out_dir} {state} "
                             f"(create the folder or choose another output path)")
+        if fmt == "torchvision" and not arch:
+            raise UserError("--format torchvision needs --arch (densenet121, densenet169, densenet201, densenet161, "
+                            "resnet18, resnet34, resnet50, resnet101 or resnet152)")
+        shape = parse_shape(input_shape) if fmt == "torchscript" else ()
         try:
             obj = t7.load(model_t7)
         except t7.T7FormatError as err:
             raise unreadable_t7(model_t7, model_t7, err, "give a model file written by torch.save, "
                                 "such as model_<epoch>.t7") from None
-        if not isinstance(obj, t7.TorchObject):
-            raise UserError(f"{model_t7} holds a {type(obj).__name__}, not a Lua nn module "
-                            f"(give a model file such as model_<epoch>.t7, not a checkpoint table)")
         model = load_lua_model(obj)
-        save_converted(model, out_pt)
+        if fmt == "state-dict":
+            save_converted(model, out)
+        elif fmt == "torchscript":
+            save_torchscript(model, out, shape)
+        else:
+            from models.torchvision_weights import to_torchvision_state_dict
+            _atomic_torch_save(to_torchvision_state_dict(model, arch), out)
     except (UserError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(summary(model))
-    click.echo(f"wrote {out_pt}")
+    click.echo(f"wrote {out} ({fmt})")
 
 
 if __name__ == "__main__":

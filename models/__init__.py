@@ -29,6 +29,7 @@ from torch import nn
 
 from fbresnet_port import lua_nn, t7
 from fbresnet_port.errors import UserError, unreadable_t7
+from models import torchvision_weights
 from models.lua_weights import LuaWeightsMismatch, load_lua_weights, structure_mismatch
 from models.resnet import CIFAR_CLASSES, lua_number
 
@@ -119,7 +120,7 @@ def check_fits_dataset(model: nn.Module, opt: Any, what: str) -> None:
     reset = getattr(opt, "resetClassifier", False)
     n_classes = int(opt.nClasses) if reset else CIFAR_CLASSES.get(opt.dataset)  # ImageNet folders vary
     width = out.shape[-1] if out.dim() == 2 else None
-    if n_classes and (width is None or width < n_classes):
+    if n_classes and width != n_classes:  # fewer scores: labels out of range; more: another dataset's net
         got = f"{width} class scores" if width is not None else f"an output of shape {tuple(out.shape)}"
         raise UserError(f"{what}: the network gives {got} but -dataset {opt.dataset} has {n_classes} classes; "
                         f"pass -resetClassifier true -nClasses {n_classes} to fine-tune it with a new classifier")
@@ -157,7 +158,7 @@ def setup(opt: Any, checkpoint: Mapping[str, Any] | None = None) -> tuple[nn.Mod
     print(f"=> Creating model from file: models/{opt.netType}.py")
     model = create(opt)
     model_tree = None  # the Lua tree of the model built from the flags, exported at most once
-    if getattr(model, "print_lua_tree", False):
+    if getattr(model, "print_lua_tree", False) and getattr(opt, "printModel", True):
         model_tree = lua_nn.to_lua(model)
         print(lua_nn.lua_str(lua_nn.from_lua(model_tree)))
 
@@ -180,7 +181,9 @@ def setup(opt: Any, checkpoint: Mapping[str, Any] | None = None) -> tuple[nn.Mod
             raise UserError(f"File not found: {source}")
         flag, fix = "-retrain", _RETRAIN_FIX
         print(f"Loading model from file: {source}")
-    if source is not None:
+    if source is not None and checkpoint is None and torchvision_weights.is_torch_file(source):
+        model = torchvision_weights.load_file(model, source, opt, flag)  # a torchvision state dict (.pth)
+    elif source is not None:
         model = _import_weights(model, load_model_file(source, flag, fix), source, model_tree)
 
     if getattr(opt, "resetClassifier", False) and checkpoint is None:

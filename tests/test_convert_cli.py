@@ -48,7 +48,7 @@ def test_convert_zoo_keeps_tables_and_sizes(tmp_path):
 @pytest.mark.parametrize("make_input, message", [
     (lambda d: d / "missing.t7", "no such file"),
     (lambda d: reference("t7-format", "truncated_and_corrupt", "trunc_last_byte.t7"), "runs past the end"),
-    (lambda d: reference("t7-format", "ascii_cifar_batch.t7"), "not a Lua nn module"),
+    (lambda d: reference("t7-format", "ascii_cifar_batch.t7"), "which holds no nn module"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, make_input, message):
     result = CliRunner().invoke(main, [str(make_input(tmp_path)), str(tmp_path / "out.pt")])
@@ -64,3 +64,84 @@ def test_unknown_class_is_an_error_without_traceback(tmp_path):
     proc = _run(str(tmp_path / "bad.t7"), str(tmp_path / "out.pt"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "unsupported Lua module nn.NoSuchLayer at model.modules[1]" in proc.stderr
+
+
+def test_state_dict_format_stores_each_parameter_once_and_keeps_float64(tmp_path):
+    from fbresnet_port.convert import save_converted
+    from fbresnet_port.lua_nn import load_lua_model
+    src = reference("resnet_cifar10_d20_A", "model.t7")
+    model = load_lua_model(src).double()
+    out = tmp_path / "double.pt"
+    save_converted(model, out)
+    data = torch.load(out, weights_only=True)
+    n_state = sum(t.numel() for t in data["state_dict"].values() if t.is_floating_point())
+    in_tree = []
+
+    def walk(v):
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            in_tree.append(v.numel())
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(data["lua_tree"])
+    assert sum(in_tree) < 0.01 * n_state  # the tree keeps shapes only: 272,474 parameters are in the state dict once
+    rebuilt = load_converted(out).eval()
+    assert all(p.dtype == torch.float64 for p in rebuilt.parameters())
+    x = t7.load(reference("resnet_cifar10_d20_A", "input.t7")).double()
+    expected = t7.load(reference("resnet_cifar10_d20_A", "output_eval_f64.t7"))
+    with torch.no_grad():
+        y = rebuilt(x)
+    assert (y - expected.double()).abs().max() <= 1e-6 * expected.abs().max()
+    assert out.stat().st_size < 1.3 * 4 * 2 * 272474 + 200_000  # float64 once, not float64 + a float32 copy
+
+
+def test_torchscript_runs_in_a_fresh_process_without_this_package(tmp_path):
+    case = "preresnet_cifar10_d20"
+    out = tmp_path / "net.ts"
+    proc = _run(str(reference(case, "model.t7")), str(out), "--format", "torchscript", "--input-shape", "2,3,32,32")
+    assert proc.returncode == 0, proc.stderr
+    x = t7.load(reference(case, "input.t7"))
+    torch.save(x, tmp_path / "x.pt")
+    script = ("import sys, torch; sys.modules['fbresnet_port'] = None; m = torch.jit.load(sys.argv[1]); "
+              "torch.save(m(torch.load(sys.argv[2])), sys.argv[3])")
+    run = subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    y = torch.load(tmp_path / "y.pt")
+    expected = t7.load(reference(case, "output_eval.t7"))
+    assert y.shape == expected.shape  # a batch size other than the traced one
+    assert (y - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_torchscript_with_a_wrong_input_shape_is_a_clear_error(tmp_path):
+    proc = _run(str(reference("preresnet_cifar10_d20", "model.t7")), str(tmp_path / "n.ts"), "--format",
+                "torchscript", "--input-shape", "1,1,32,32")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "cannot trace the model on an input of shape 1x1x32x32" in proc.stderr and "--input-shape" in proc.stderr
+    assert not (tmp_path / "n.ts").exists()
+    proc = _run(str(reference("preresnet_cifar10_d20", "model.t7")), str(tmp_path / "n.ts"), "--format",
+                "torchscript", "--input-shape", "a,b")
+    assert proc.returncode == 1 and "--input-shape 'a,b'" in proc.stderr
+
+
+def test_torchvision_format_exports_a_lua_model(tmp_path):
+    """The Lua-made DenseNet-121 fixture as a torchvision densenet121 state dict: same float64 outputs."""
+    import torchvision
+    case = "densenet_imagenet_d121_k32"
+    out = tmp_path / "densenet121.pth"
+    result = CliRunner().invoke(main, [str(reference(case, "model.t7")), str(out), "--format", "torchvision",
+                                       "--arch", "densenet121"])
+    assert result.exit_code == 0, result.output
+    tv = torchvision.models.densenet121(weights=None)
+    tv.load_state_dict(torch.load(out, weights_only=True))
+    tv = tv.double().eval()
+    x = t7.load(reference(case, "input.t7")).double()
+    expected = t7.load(reference(case, "output_eval_f64.t7"))
+    with torch.no_grad():
+        y = tv(x)
+    assert (y - expected.double()).abs().max() <= 1e-6 * expected.abs().max()
+    result = CliRunner().invoke(main, [str(reference(case, "model.t7")), str(out), "--format", "torchvision"])
+    assert result.exit_code == 1 and "needs --arch" in result.stderr
