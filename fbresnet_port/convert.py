@@ -216,6 +216,10 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) 
         except t7.T7FormatError as err:
             raise unreadable_t7(model_t7, model_t7, err, "give a model file written by torch.save, "
                                 "such as model_<epoch>.t7") from None
+        if isinstance(obj, dict) and isinstance(obj.get("modelFile"), str):
+            named = os.path.join(os.path.dirname(model_t7), obj["modelFile"])
+            raise UserError(f"{model_t7} is a checkpoint index (latest.t7), not a Lua nn module; convert the model "
+                            f"file it names: {named} (the run's model_<epoch>.t7 files)")
         model = load_lua_model(obj)
         if fmt == "state-dict":
             save_converted(model, out)

@@ -3,7 +3,8 @@
 Port of the serialiser in torch7's ``File.lua`` with the tensor and storage layouts of
 ``generic/Tensor.c`` and ``generic/Storage.c``. Both the binary format (checkpoints, pretrained
 models) and the ASCII format (``torch.save(f, x, 'ascii')``, e.g. the ``cifar-10-torch`` batches)
-are read; :func:`save` writes the binary format that Lua ``torch.load`` reads back.
+are read; :func:`save` writes either (``ascii=True``) byte for byte as Lua ``torch.save`` does, and
+the tds containers (torch/tds ``hash.lua``/``vec.lua`` serialisation) both ways.
 
 Value mapping (Lua -> Python)::
 
@@ -15,11 +16,14 @@ Value mapping (Lua -> Python)::
     any other table      LuaTable (a dict; boolean keys as BoolKey, table keys as IdKey)
     torch.*Tensor        torch.Tensor (CPU; views share memory as in Lua; Cuda names kept, see typename_of)
     torch.*Storage       Storage
+    tds.Hash / tds.Vec   TdsHash (a dict) / TdsVec (a list; None for nil); tds.AtomicCounter
     other torch classes  TorchObject (nn modules, torch.class objects)
     function             LuaFunction (opaque; never executed)
 
 Nothing from a file is ever executed, and a corrupt file raises :class:`T7FormatError` naming the
 file, the byte offset and what was expected, before any allocation larger than the file itself.
+A file that ends early raises :class:`T7TruncatedError`, one of another format (a PyTorch
+checkpoint, HDF5, NumPy, a Git LFS pointer, gzip, HTML ...) :class:`NotT7FileError` saying what it is.
 """
 from __future__ import annotations
 
@@ -28,17 +32,23 @@ import io
 import math
 import mmap
 import os
+import re
 import struct
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 import torch
 
+from .errors import UserError
+
 __all__ = [
-    "load", "save", "T7FormatError", "LuaTable", "LuaList", "TorchObject", "Storage",
-    "LuaFunction", "BoolKey", "IdKey", "as_typename", "typename_of",
+    "load", "load_bytes", "save", "dumps", "T7FormatError", "T7TruncatedError", "NotT7FileError",
+    "T7WriteError", "LuaTable", "LuaList", "TorchObject", "Storage", "LuaFunction", "BoolKey", "IdKey",
+    "TdsHash", "TdsVec", "TdsAtomicCounter", "as_typename", "typename_of",
 ]
 
 # Type codes of File.lua.
@@ -61,6 +71,20 @@ _MAX_NDIM = 1024
 
 class T7FormatError(ValueError):
     """A ``.t7`` file that cannot be read: names the file, the byte offset and what was expected."""
+
+    offset: int = 0  # where reading failed
+
+
+class T7TruncatedError(T7FormatError):
+    """The file ends before the object it holds does (an interrupted copy or download)."""
+
+
+class NotT7FileError(T7FormatError, UserError):
+    """The file is not a Torch7 file at all; the message says what it is and how to read it."""
+
+
+class T7WriteError(UserError, ValueError):
+    """A value Lua's ``torch.save``/``torch.load`` cannot represent (a NaN table key, a long too wide)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,6 +206,57 @@ class LuaFunction:
         return f"LuaFunction({len(self.bytecode)} bytes of bytecode)"
 
 
+class TdsHash(dict):
+    """A ``tds.Hash`` (torch/tds): keys are numbers or strings; values numbers, strings, booleans,
+    tensors or other tds containers (no Lua tables). Written back as a ``tds.Hash``."""
+
+    __hash__ = object.__hash__  # compared by identity, as the cdata object it stands for
+
+    def __init__(self, *args: Any, typename: str = "tds.Hash", version: int = 0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.typename, self.version = typename, version
+
+    def __repr__(self) -> str:
+        return f"TdsHash({dict.__repr__(self)})"
+
+
+class TdsVec(list):
+    """A ``tds.Vec`` (torch/tds): a 1-based vector of the same value types as :class:`TdsHash`;
+    ``None`` stands for a nil element. Python index ``i`` is tds index ``i + 1``."""
+
+    __hash__ = object.__hash__
+
+    def __init__(self, items: Iterable[Any] = (), *, typename: str = "tds.Vec", version: int = 0):
+        super().__init__(items)
+        self.typename, self.version = typename, version
+
+    def __repr__(self) -> str:
+        return f"TdsVec({list.__repr__(self)})"
+
+
+class TdsAtomicCounter:
+    """A ``tds.AtomicCounter``: its integer ``value``."""
+
+    __slots__ = ("value", "typename", "version")
+
+    def __init__(self, value: int = 0, *, typename: str = "tds.AtomicCounter", version: int = 0):
+        self.value, self.typename, self.version = int(value), typename, version
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TdsAtomicCounter) and other.value == self.value
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"TdsAtomicCounter({self.value})"
+
+
+_TDS_TYPES = (TdsHash, TdsVec, TdsAtomicCounter)
+# Class names of the tds containers (the 'tds_hash' spelling is that of early tds releases).
+_TDS_CLASSES = {"tds.Hash": TdsHash, "tds_hash": TdsHash, "tds.Vec": TdsVec, "tds_vec": TdsVec,
+                "tds.AtomicCounter": TdsAtomicCounter}
+
+
 class _Typed:
     """A tensor to be written under an explicit Lua class name (see :func:`as_typename`)."""
 
@@ -229,8 +304,13 @@ class _Source:
     def tell(self) -> int:
         return self.pos
 
-    def fail(self, what: str, offset: int | None = None) -> T7FormatError:
-        return T7FormatError(f"{self.name}: byte {self.pos if offset is None else offset}: {_describe(what)}")
+    def fail(self, what: str, offset: int | None = None, *, truncated: bool = False) -> T7FormatError:
+        """The error to raise; ``truncated`` when the data needed lies past the end of the file."""
+        cls = T7TruncatedError if truncated else T7FormatError
+        pos = self.pos if offset is None else offset
+        err = cls(f"{self.name}: byte {pos}: {_describe(what)}")
+        err.offset = pos
+        return err
 
     def remaining(self) -> int:
         return self.size - self.pos
@@ -243,13 +323,21 @@ class _BinarySource(_Source):
         super().__init__(buf, name, long_size)
         self.buf = buf
         self._long = {4: "<i", 8: "<q"}[long_size]
+        # An 8-byte long outside the int32 range: what 4-byte longs read 8 at a time look like
+        # (Lua writes sizes, strides and offsets that fit an int32 in all but gigantic files).
+        self.wide_long_seen = False
 
     def _need(self, n: int, what: str) -> int:
         pos = self.pos
         if pos + n > self.size:
-            raise self.fail(f"file ends after {self.size - pos} of {n} bytes while reading {_describe(what)}")
+            raise self.fail(f"file ends after {self.size - pos} of {n} bytes while reading {_describe(what)}",
+                            truncated=True)
         self.pos = pos + n
         return pos
+
+    def _check_wide(self, values: Iterable[int]) -> None:
+        if self.long_size == 8 and any(not -0x80000000 <= v <= 0x7FFFFFFF for v in values):
+            self.wide_long_seen = True
 
     def int(self, what: str = "an int32") -> int:
         pos = self.pos
@@ -259,18 +347,23 @@ class _BinarySource(_Source):
         return _INT.unpack_from(self.buf, pos)[0]
 
     def long(self, what: str = "a long") -> int:
-        return struct.unpack_from(self._long, self.buf, self._need(self.long_size, what))[0]
+        value = struct.unpack_from(self._long, self.buf, self._need(self.long_size, what))[0]
+        self._check_wide((value,))
+        return value
 
     def longs(self, n: int, what: str) -> list[int]:
         pos = self._need(n * self.long_size, what)
-        return list(struct.unpack_from(f"<{n}{self._long[1]}", self.buf, pos))
+        values = list(struct.unpack_from(f"<{n}{self._long[1]}", self.buf, pos))
+        self._check_wide(values)
+        return values
 
     def double(self) -> float:
         return _DOUBLE.unpack_from(self.buf, self._need(8, "a number (float64)"))[0]
 
     def raw(self, n: int, what: str) -> bytes:
         if n > self.remaining():
-            raise self.fail(f"{_describe(what)} of {n} bytes runs past the end of the file ({self.remaining()} bytes left)")
+            raise self.fail(f"{_describe(what)} of {n} bytes runs past the end of the file ({self.remaining()} bytes left)",
+                            truncated=True)
         pos = self._need(n, what)
         return bytes(self.buf[pos:pos + n])
 
@@ -281,7 +374,7 @@ class _BinarySource(_Source):
         nbytes = n * npdtype.itemsize
         if nbytes > self.remaining():
             raise self.fail(f"{_describe(what)} of {n} elements ({nbytes} bytes) runs past the end of the file "
-                            f"({self.remaining()} bytes left)")
+                            f"({self.remaining()} bytes left)", truncated=True)
         pos = self._need(nbytes, what)
         arr = np.frombuffer(self.buf, dtype=npdtype, count=n, offset=pos)
         return torch.from_numpy(arr.astype(_NP_DTYPE[dtype], copy=True))  # owned, aligned memory
@@ -292,7 +385,13 @@ _DOUBLE = struct.Struct("<d")
 
 
 class _AsciiSource(_Source):
-    """Reads the text form of DiskFile's ASCII mode (scalars on lines, raw bytes for chars)."""
+    """Reads the text form of DiskFile's ASCII mode (scalars on lines, raw bytes for chars).
+
+    Lua ends every write call with a newline, so a number or a string that reaches the very end of
+    the data was cut short: that is reported as truncation, never read as a shorter value.
+    """
+
+    wide_long_seen = False
 
     def _spacing(self) -> None:  # DiskFile auto-spacing: one newline after each read/write call
         if self.pos < self.size and self.data[self.pos] == 0x0A:
@@ -307,8 +406,8 @@ class _AsciiSource(_Source):
             end = pos
             while end < self.size and data[end] not in b" \t\r\n":
                 end += 1
-            if end == pos:
-                raise self.fail(f"file ends while reading {_describe(what)}", pos)
+            if end == pos or end == self.size:
+                raise self.fail(f"file ends while reading {_describe(what)}", pos, truncated=True)
             out.append(data[pos:end])
             pos = end
         self.pos = pos
@@ -316,8 +415,9 @@ class _AsciiSource(_Source):
         return out
 
     def _ints(self, n: int, what: str) -> list[int]:
+        tokens = self._tokens(n, what)
         try:
-            return [int(t) for t in self._tokens(n, what)]
+            return [int(t) for t in tokens]
         except ValueError:
             raise self.fail(f"expected {_describe(what)} as an integer") from None
 
@@ -338,8 +438,9 @@ class _AsciiSource(_Source):
             raise self.fail(f"expected a number, found {tok[:20]!r}") from None
 
     def raw(self, n: int, what: str) -> bytes:
-        if n > self.remaining():
-            raise self.fail(f"{_describe(what)} of {n} bytes runs past the end of the file ({self.remaining()} bytes left)")
+        if n and n >= self.remaining():  # the bytes and the newline Lua writes after them
+            raise self.fail(f"{_describe(what)} of {n} bytes runs past the end of the file ({self.remaining()} bytes left)",
+                            truncated=True)
         out = self.data[self.pos:self.pos + n]
         self.pos += n
         if n:
@@ -350,7 +451,8 @@ class _AsciiSource(_Source):
         if dtype in (torch.uint8, torch.int8):  # Byte/Char data are raw bytes in ASCII mode
             return torch.from_numpy(np.frombuffer(self.raw(n, what), dtype=_NP_DTYPE[dtype]).copy())
         if n > self.remaining():
-            raise self.fail(f"{_describe(what)} of {n} elements cannot fit in the {self.remaining()} bytes left")
+            raise self.fail(f"{_describe(what)} of {n} elements cannot fit in the {self.remaining()} bytes left",
+                            truncated=True)
         toks = self._tokens(n, what) if n else []
         try:
             if dtype.is_floating_point:
@@ -429,8 +531,10 @@ class _Reader:
     def table(self, index: int, where: str) -> Any:
         src = self.src
         n = src.int("a table size")
-        if n < 0 or n * 8 > src.remaining():
-            raise src.fail(f"table size {n} is impossible with {src.remaining()} bytes left")
+        if n < 0:
+            raise src.fail(f"negative table size {n}")
+        if n * 8 > src.remaining():
+            raise src.fail(f"table size {n} is impossible with {src.remaining()} bytes left", truncated=True)
         table = LuaTable()
         self.memo[index] = table
         self.in_progress.add(index)
@@ -468,6 +572,8 @@ class _Reader:
         stem = _class_stem(name, "Storage")
         if stem is not None:
             return self.storage(index, name, _STEM_DTYPE[stem])
+        if name in _TDS_CLASSES:
+            return self.tds(index, name, version)
         obj = TorchObject(name, LuaTable(), version)
         self.memo[index] = obj
         fields = self.value(("the fields of", name))
@@ -477,6 +583,38 @@ class _Reader:
             raise src.fail(f"the fields of {name} are a {type(fields).__name__}, expected a table")
         obj.fields = fields if fields is not None else LuaTable()
         return obj
+
+    def tds(self, index: int, name: str, version: int) -> Any:
+        """A tds container: its ``__write`` puts a long count, then the key/value pairs (Hash) or the
+        values (Vec) as ordinary objects; an AtomicCounter is one long (torch/tds hash.lua, vec.lua)."""
+        src = self.src
+        cls = _TDS_CLASSES[name]
+        start = src.tell()
+        n = src.long(("the element count of a", name))
+        if cls is TdsAtomicCounter:
+            obj = self.memo[index] = TdsAtomicCounter(n, typename=name, version=version)
+            return obj
+        per_item = (8 if cls is TdsHash else 4) // (1 if isinstance(src, _BinarySource) else 2)  # smallest entry
+        if n < 0:
+            raise src.fail(f"negative element count {n} of a {name}", start)
+        if n * per_item > src.remaining():
+            raise src.fail(f"a {name} of {n} elements cannot fit in the {src.remaining()} bytes left", start,
+                           truncated=True)
+        if cls is TdsVec:
+            vec = self.memo[index] = TdsVec(typename=name, version=version)
+            for i in range(n):
+                vec.append(self.value(("element", f"{i + 1} of a {name}")))
+            return vec
+        table = self.memo[index] = TdsHash(typename=name, version=version)
+        for _ in range(n):
+            key_pos = src.tell()
+            key = self.value(("a key in a", name))
+            if isinstance(key, bool) or not isinstance(key, (str, bytes, int, float)):
+                raise src.fail(f"a {name} key must be a number or a string, not {type(key).__name__}", key_pos)
+            value = self.value(("key", key, name))
+            if value is not None:  # tds: assigning nil removes the key
+                table[key] = value
+        return table
 
     def storage(self, index: int, name: str, dtype: torch.dtype) -> Storage:
         src = self.src
@@ -492,8 +630,11 @@ class _Reader:
         src = self.src
         start = src.tell()
         ndim = src.int(("the number of dimensions of a", name))
-        if ndim < 0 or ndim > _MAX_NDIM or ndim * 2 * (src.long_size if isinstance(src, _BinarySource) else 1) > src.remaining():
+        if ndim < 0 or ndim > _MAX_NDIM:
             raise src.fail(f"impossible number of dimensions {ndim} for a {name}", start)
+        if ndim * 2 * (src.long_size if isinstance(src, _BinarySource) else 2) > src.remaining():
+            raise src.fail(f"a {name} of {ndim} dimensions cannot fit in the {src.remaining()} bytes left", start,
+                           truncated=True)
         sizes = src.longs(ndim, ("the sizes of a", name))
         strides = src.longs(ndim, ("the strides of a", name))
         offset = src.long(("the storage offset of a", name)) - 1
@@ -552,7 +693,7 @@ def _describe(what: Any) -> str:
 def _as_key(key: Any) -> Any:
     if isinstance(key, bool):
         return BoolKey(key)
-    if isinstance(key, (LuaTable, LuaList, TorchObject, LuaFunction, Storage, torch.Tensor)):
+    if isinstance(key, (LuaTable, LuaList, TorchObject, LuaFunction, Storage, torch.Tensor) + _TDS_TYPES):
         return IdKey(key)
     return key
 
@@ -601,15 +742,103 @@ class _Patcher:
         return root
 
 
-def _detect_ascii(head: bytes) -> bool:
-    return bool(head) and head[:1] in b"0123456789-"
+# ----------------------------------------------------------------------------------------------
+# Recognising what a file is
+# ----------------------------------------------------------------------------------------------
+_ASCII_START = re.compile(rb"[0-8](\n|$)")  # ASCII mode: the root type code on its own line
+
+# Leading bytes of formats people mistake for .t7 files -> what the file is and how to read it.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (e.g. Keras/torch-hdf5 weights); read it with h5py"),
+    (b"\x93NUMPY", "a NumPy .npy array; read it with numpy.load(path)"),
+    (b"version https://git-lfs.github.com/spec/",
+     "a Git LFS pointer, not the file itself; fetch the real file with `git lfs pull` (Git LFS installed)"),
+    (b"\x1f\x8b", "gzip-compressed data (a .gz or .tar.gz); decompress or extract it first (gunzip / tar -xzf)"),
+    (b"BZh", "bzip2-compressed data; decompress it first (bunzip2 / tar -xjf)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data; decompress it first (unxz / tar -xJf)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data; decompress it first (unzstd)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive; extract it first"),
+    (b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19",
+     "a PyTorch checkpoint in the legacy (pre-1.6) format; load it with torch.load(path)"),
+)
+
+
+def _describe_zip(buf) -> str:
+    try:
+        with zipfile.ZipFile(buf if hasattr(buf, "seek") else io.BytesIO(buf)) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "a ZIP archive (damaged); a .t7 file is not zipped"
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            return "a TorchScript archive; load it with torch.jit.load(path)"
+        return "a PyTorch checkpoint (zip format, torch.save); load it with torch.load(path)"
+    if names and all(n.endswith(".npy") for n in names):
+        return "a NumPy .npz archive; read it with numpy.load(path)"
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"a ZIP archive ({len(names)} members: {shown}); extract it first"
+
+
+def _describe_text(head: bytes) -> str | None:
+    """What a text file is (HTML, JSON, other text), or None for binary data."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:  # a multi-byte character cut at the end of ``head`` is fine
+        if e.start < len(head) - 3:
+            return None
+        text = head[:e.start].decode("utf-8")
+    if any(not (c.isprintable() or c in "\r\n\t\f") for c in text):
+        return None
+    lead = text.lstrip("\ufeff \r\n\t").lower()
+    if lead.startswith(("<!doctype html", "<html", "<head", "<body")):
+        return ("an HTML page (a download that saved an error or login page instead of the file?); "
+                "download the file itself")
+    if lead.startswith("<?xml") or lead.startswith("<"):
+        return "an XML/HTML text file"
+    if lead.startswith(("{", "[")):
+        return "a JSON text file"
+    first = lead.splitlines()[0][:60] if lead else ""
+    return f"a text file (starting {first!r})"
+
+
+def _sniff(buf, name: str) -> bool:
+    """True for an ASCII-mode .t7 file, False for a binary one; :class:`NotT7FileError` for any other format.
+
+    A binary .t7 file starts with the root's int32 type code (0-8, little-endian), an ASCII one with
+    that code on its own line; everything else is named from its leading bytes.
+    """
+    size = len(buf)
+    head = bytes(buf[:512])
+    if size == 0:
+        what = "the file is empty (0 bytes)"
+    elif _ASCII_START.match(head):
+        return True
+    elif head[0] <= TYPE_RECUR_FUNCTION and not head[1:4].strip(b"\0"):
+        return False  # a type code, or the start of one in a file cut after 1-3 bytes
+    elif head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        what = _describe_zip(buf)
+    elif size > 262 and head[257:262] == b"ustar":
+        what = "a tar archive; extract it first (tar -xf)"
+    else:
+        what = next((desc for magic, desc in _MAGIC if head.startswith(magic)), None)
+        if what is None and head[:1] == b"\x80" and 2 <= head[1] <= 5:
+            what = "a Python pickle (e.g. a PyTorch checkpoint); load it with torch.load(path) or pickle.load"
+        if what is None:
+            what = _describe_text(head)
+        if what is None:
+            what = f"unknown binary data (first bytes {head[:8].hex(' ')})"
+    if size == 0:
+        raise NotT7FileError(f"{name}: byte 0: {what}, expected a Torch .t7 object")
+    raise NotT7FileError(f"{name}: byte 0: not a Torch7 .t7 file: {what}")
 
 
 def load(path: str | os.PathLike, *, long_size: int | None = None) -> Any:
     """Read a Lua ``torch.save`` file, binary or ASCII (port of ``torch.load``).
 
     ``long_size`` is the byte width of C ``long`` in the file (8 on Linux/macOS, 4 on Windows or
-    32-bit builds, Lua ``torch.load(path, 'b32')``). By default 8 is tried first, then 4.
+    32-bit builds, Lua ``torch.load(path, 'b32')``). By default 8 is used, and 4 only when the file
+    cannot be read with 8 and shows the signs of 4-byte longs (a file that simply ends early is
+    reported as truncated, never read in the other layout).
     """
     path = Path(path)
     try:
@@ -629,36 +858,71 @@ def load_bytes(data: bytes, *, name: str = "<bytes>", long_size: int | None = No
     return _load_buffer(data, name, long_size)
 
 
+# Python frames allowed while reading/writing: a saved nngraph graph (e.g. an unrolled RNN) nests one
+# table per node along its longest path (~6 frames per node); Python-to-Python calls use no C stack.
+_DEEP_RECURSION = 200_000
+
+
+def _deeply(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` with the recursion limit raised to :data:`_DEEP_RECURSION` (restored after)."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, _DEEP_RECURSION))
+    try:
+        return fn(*args)
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _read_all(src: _BinarySource | _AsciiSource) -> Any:
+    """The one object of the file; trailing bytes (other than ASCII white space) are an error."""
+    try:
+        obj = _deeply(_Reader(src).read)
+    except RecursionError:
+        raise T7FormatError(f"{src.name}: objects nested too deeply") from None
+    if src.tell() < src.size:
+        rest = src.data[src.tell():] if isinstance(src, _AsciiSource) else b"x"
+        if rest.strip():
+            raise src.fail(f"{src.size - src.tell()} unexpected bytes after the end of the object")
+    return obj
+
+
 def _load_buffer(buf, name: str, long_size: int | None) -> Any:
-    size = len(buf)
-    if not size:
-        raise T7FormatError(f"{name}: byte 0: the file is empty, expected a Torch .t7 object")
-    ascii_mode = _detect_ascii(bytes(buf[:4]))
-    data = bytes(buf) if ascii_mode else b""
-    first_error: T7FormatError | None = None
-    for ls in ([long_size] if long_size else [8, 4]):
-        if ls not in (4, 8):
-            raise ValueError(f"long_size must be 4 or 8, not {ls}")
-        src = _AsciiSource(data, name, ls) if ascii_mode else _BinarySource(buf, name, ls)
-        try:
-            obj = _Reader(src).read()
-            trailing = size - src.tell()
-            if trailing and not (ascii_mode and not data[src.tell():].strip()):
-                raise src.fail(f"{trailing} unexpected bytes after the end of the object")
-            return obj
-        except T7FormatError as e:
-            first_error = first_error or e
-        except RecursionError:
-            first_error = first_error or T7FormatError(f"{name}: objects nested too deeply")
-    assert first_error is not None
-    raise first_error
+    if long_size not in (None, 4, 8):
+        raise ValueError(f"long_size must be 4 or 8, not {long_size}")
+    if _sniff(buf, name):  # ASCII: longs are text, their width does not matter
+        return _read_all(_AsciiSource(bytes(buf), name, long_size or 8))
+    if long_size:
+        return _read_all(_BinarySource(buf, name, long_size))
+    src8 = _BinarySource(buf, name, 8)
+    try:
+        return _read_all(src8)
+    except T7FormatError as e8:
+        error8 = e8
+    # Every long read was a plausible 8-byte value and the data simply ran out: a truncated file,
+    # which 4-byte longs may parse by chance. Otherwise report the reading that got further.
+    truncated8 = isinstance(error8, T7TruncatedError) and not src8.wide_long_seen
+    try:
+        obj = _read_all(_BinarySource(buf, name, 4))
+    except T7FormatError as error4:
+        raise (error8 if truncated8 or error8.offset >= error4.offset else error4) from None
+    if truncated8:  # only the user can tell
+        raise T7TruncatedError(f"{error8}; (the file does read completely with 4-byte longs: if it was written "
+                               f"with them, on Windows or a 32-bit build, load it with long_size=4)") from None
+    return obj
 
 
 # ----------------------------------------------------------------------------------------------
 # Writer
 # ----------------------------------------------------------------------------------------------
+_INT32_RANGE = (-0x80000000, 0x7FFFFFFF)
+
+
 class _Writer:
+    """Lua's ``File:writeObject`` over a binary sink (see :class:`_AsciiWriter` for the text form)."""
+
     def __init__(self, f: BinaryIO, long_size: int):
+        if long_size not in (4, 8):
+            raise ValueError(f"long_size must be 4 or 8, not {long_size}")
         self.f = f
         self.long = {4: "<i", 8: "<q"}[long_size]
         self.long_size = long_size
@@ -667,20 +931,47 @@ class _Writer:
         self.storages: dict[tuple, int] = {}  # (data_ptr, dtype, nbytes) -> index
         self.counter = 0
 
-    def next_index(self) -> int:
-        self.counter += 1
-        return self.counter
-
+    # -- scalars and arrays (DiskFile's writeInt / writeLong / writeDouble / writeChar) -------------
     def int(self, v: int) -> None:
         self.f.write(struct.pack("<i", v))
 
     def longs(self, vs: Iterable[int]) -> None:
         vs = list(vs)
+        self.check_longs(vs, "a tensor size, stride or offset, or a storage size")
         self.f.write(struct.pack(f"<{len(vs)}{self.long[1]}", *vs))
+
+    def double(self, v: float) -> None:
+        self.f.write(struct.pack("<d", v))
+
+    def chars(self, b: bytes) -> None:
+        self.f.write(b)
+
+    def data(self, flat: torch.Tensor) -> None:
+        """The elements of a storage (``flat``: a 1-D CPU tensor over all of them)."""
+        if self.long_size == 4 and flat.dtype == torch.int64:
+            self.check_longs(flat, f"a {_DTYPE_STEM[flat.dtype]}Storage")
+            self.f.write(flat.numpy().astype("<i4").tobytes())
+        else:
+            self.f.write(memoryview(flat.numpy()).cast("B"))
+
+    def check_longs(self, values: Any, what: str) -> None:
+        if self.long_size != 4 or not len(values):
+            return
+        lo, hi = ((int(values.min()), int(values.max())) if isinstance(values, torch.Tensor)
+                  else (min(values), max(values)))
+        if lo < _INT32_RANGE[0] or hi > _INT32_RANGE[1]:
+            bad = lo if lo < _INT32_RANGE[0] else hi
+            raise T7WriteError(f"cannot write {what} holding {bad} with 4-byte longs (long_size=4 keeps "
+                               f"-2^31..2^31-1); save with the default long_size=8")
 
     def string(self, b: bytes) -> None:
         self.int(len(b))
-        self.f.write(b)
+        self.chars(b)
+
+    # -- objects -----------------------------------------------------------------------------------
+    def next_index(self) -> int:
+        self.counter += 1
+        return self.counter
 
     def new_index(self, obj: Any) -> tuple[int, bool]:
         """(index, already written) for a reference-type object."""
@@ -692,6 +983,13 @@ class _Writer:
         self.keep.append(obj)
         return idx, False
 
+    def header(self, idx: int, typename: str, version: int) -> None:
+        """Type code, index, "V <version>" and class name of a torch object."""
+        self.int(TYPE_TORCH)
+        self.int(idx)
+        self.string(f"V {version}".encode())
+        self.string(typename.encode())
+
     def value(self, x: Any) -> None:
         if x is None:
             self.int(TYPE_NIL)
@@ -700,7 +998,7 @@ class _Writer:
             self.int(1 if x else 0)
         elif isinstance(x, (int, float, np.integer, np.floating)):
             self.int(TYPE_NUMBER)
-            self.f.write(struct.pack("<d", float(x)))
+            self.double(float(x))
         elif isinstance(x, str):
             self.int(TYPE_STRING)
             self.string(x.encode("utf-8"))
@@ -711,13 +1009,15 @@ class _Writer:
             self.tensor(x)
         elif isinstance(x, Storage):
             self.storage(x.tensor, x.typename, x)
+        elif isinstance(x, _TDS_TYPES):
+            self.tds(x)
         elif isinstance(x, TorchObject):
             idx, done = self.new_index(x)
-            self.int(TYPE_TORCH)
-            self.int(idx)
-            if not done:
-                self.string(f"V {x.version}".encode())
-                self.string(x.typename.encode())
+            if done:
+                self.int(TYPE_TORCH)
+                self.int(idx)
+            else:
+                self.header(idx, x.typename, x.version)
                 self.value(x.fields)
         elif isinstance(x, LuaFunction):
             idx, done = self.new_index(x)
@@ -741,12 +1041,36 @@ class _Writer:
                     k = k.value
                 elif isinstance(k, IdKey):
                     k = k.obj
-                if k is None:
-                    raise ValueError("a Lua table key cannot be None")
+                _check_key(k, "a Lua table")
                 self.value(k)
                 self.value(v)
         else:
             raise TypeError(f"cannot write a {type(x).__name__} to a .t7 file")
+
+    def tds(self, x: Any) -> None:
+        """tds.Hash / tds.Vec / tds.AtomicCounter in the layout of their ``__write`` (torch/tds)."""
+        idx, done = self.new_index(x)
+        if done:
+            self.int(TYPE_TORCH)
+            self.int(idx)
+            return
+        self.header(idx, x.typename, x.version)
+        if isinstance(x, TdsAtomicCounter):
+            self.longs([x.value])
+            return
+        if isinstance(x, TdsVec):
+            self.longs([len(x)])
+            for v in x:
+                self.value(_tds_element(v, x.typename))
+            return
+        items = [(k, v) for k, v in x.items() if v is not None]
+        self.longs([len(items)])
+        for k, v in items:
+            if isinstance(k, bool) or not isinstance(k, (str, bytes, int, float, np.integer, np.floating)):
+                raise T7WriteError(f"a {x.typename} key must be a number or a string, not {type(k).__name__}")
+            _check_key(k, f"a {x.typename}")
+            self.value(k)
+            self.value(_tds_element(v, x.typename))
 
     def tensor(self, x: Any) -> None:
         typename = None
@@ -754,26 +1078,27 @@ class _Writer:
             x, typename = x.tensor, x.typename
         elif isinstance(x, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(x))
-        key_obj = x
-        idx, done = self.new_index(key_obj)
-        self.int(TYPE_TORCH)
-        self.int(idx)
+        idx, done = self.new_index(x)
         if done:
+            self.int(TYPE_TORCH)
+            self.int(idx)
             return
         t = _writable(x)
         typename = typename or getattr(x, "_t7_typename", None) or f"torch.{_DTYPE_STEM[t.dtype]}Tensor"
-        self.string(b"V 1")
-        self.string(typename.encode())
+        self.header(idx, typename, 1)
         storage_name = typename[:-len("Tensor")] + "Storage"
-        if t.numel() == 0 and t.dim() <= 1:  # Torch7 has no 0-dim tensors: an empty tensor
+        if t.numel() == 0:
+            # Torch7 has no 0-sized dimensions: an empty tensor has nDimension 0. Like a Lua
+            # torch.Tensor() it has no storage, unless it views a non-empty one (which is kept).
             self.int(0)
-            self.longs([t.storage_offset() + 1])
-            if t.untyped_storage().nbytes():
+            has_storage = t.untyped_storage().nbytes() > 0
+            self.longs([t.storage_offset() + 1 if has_storage else 1])
+            if has_storage:
                 self.storage(t, storage_name, None)
             else:
                 self.int(TYPE_NIL)
             return
-        if t.dim() == 0:
+        if t.dim() == 0:  # a PyTorch scalar: Torch7 has no 0-dim tensors
             t = t.reshape(1)
         self.int(t.dim())
         self.longs(t.shape)
@@ -782,15 +1107,17 @@ class _Writer:
         self.storage(t, storage_name, None)
 
     def storage(self, t: torch.Tensor, typename: str, storage_obj: Storage | None) -> None:
-        t = _writable(t)
-        untyped = t.untyped_storage()
-        n = untyped.nbytes() // t.element_size()
-        key = (untyped.data_ptr(), t.dtype, n) if n else ("empty", id(storage_obj or t))
+        """A storage object; the storages of tensors are shared by memory, Storage objects by identity."""
         if storage_obj is not None and id(storage_obj) in self.index:
             self.int(TYPE_TORCH)
             self.int(self.index[id(storage_obj)])
             return
-        if key in self.storages:
+        t = _writable(t)
+        untyped = t.untyped_storage()
+        n = untyped.nbytes() // t.element_size()
+        # An empty storage has no memory to share: it is never merged with another one.
+        key = (untyped.data_ptr(), t.dtype, n) if n else None
+        if key is not None and key in self.storages:
             self.int(TYPE_TORCH)
             self.int(self.storages[key])
             if storage_obj is not None:
@@ -798,22 +1125,80 @@ class _Writer:
                 self.keep.append(storage_obj)
             return
         idx = self.next_index()
-        self.storages[key] = idx
+        if key is not None:
+            self.storages[key] = idx
         if storage_obj is not None:
             self.index[id(storage_obj)] = idx
             self.keep.append(storage_obj)
         self.keep.append(untyped)
-        self.int(TYPE_TORCH)
-        self.int(idx)
-        self.string(b"V 1")
-        self.string(typename.encode())
+        self.header(idx, typename, 1)
         self.longs([n])
         if n:
-            flat = torch.empty(0, dtype=t.dtype).set_(untyped, 0, (n,), (1,))
-            if self.long_size == 4 and t.dtype == torch.int64:
-                self.f.write(flat.numpy().astype("<i4").tobytes())
-            else:
-                self.f.write(memoryview(flat.numpy()).cast("B"))
+            self.data(torch.empty(0, dtype=t.dtype).set_(untyped, 0, (n,), (1,)))
+
+
+def _fmt_c(spec: str, v: float) -> str:
+    """C ``printf`` of a double: NaN keeps its sign ("-nan"), as glibc prints it."""
+    if v != v:
+        return "-nan" if math.copysign(1.0, v) < 0 else "nan"
+    return spec % v
+
+
+# Element formats of DiskFile's ASCII mode (Float and Half as %.9g of the float value).
+_ASCII_FORMAT = {torch.int16: "%d", torch.int32: "%d", torch.int64: "%d", torch.float32: "%.9g",
+                 torch.float16: "%.9g", torch.float64: "%.17g"}
+
+
+class _AsciiWriter(_Writer):
+    """DiskFile's ASCII mode (``torch.save(path, x, 'ascii')``): every write call prints its values
+    separated by spaces and ends with a newline; Char/Byte data and strings are raw bytes."""
+
+    def __init__(self, f: BinaryIO):
+        super().__init__(f, 8)
+
+    def _line(self, text: str) -> None:
+        self.f.write(text.encode("ascii") + b"\n")
+
+    def int(self, v: int) -> None:
+        self._line(str(int(v)))
+
+    def longs(self, vs: Iterable[int]) -> None:
+        vs = [str(int(v)) for v in vs]
+        if vs:
+            self._line(" ".join(vs))
+
+    def double(self, v: float) -> None:
+        self._line(_fmt_c("%.17g", v))
+
+    def chars(self, b: bytes) -> None:
+        if b:
+            self.f.write(b + b"\n")
+
+    def data(self, flat: torch.Tensor) -> None:
+        if flat.dtype in (torch.uint8, torch.int8):
+            self.chars(flat.numpy().tobytes())
+            return
+        spec = _ASCII_FORMAT[flat.dtype]
+        values = flat.tolist()
+        if flat.dtype.is_floating_point:
+            self._line(" ".join(_fmt_c(spec, v) for v in values))
+        else:
+            self._line(" ".join(map(str, values)))
+
+
+def _check_key(k: Any, where: str) -> None:
+    if k is None:
+        raise T7WriteError(f"a key of {where} cannot be None (nil)")
+    if isinstance(k, (float, np.floating)) and k != k:
+        raise T7WriteError(f"a key of {where} is NaN: Lua tables cannot hold NaN keys (torch.load would fail)")
+
+
+def _tds_element(v: Any, where: str) -> Any:
+    """A value a tds container can hold (tds refuses Lua tables: use TdsHash / TdsVec for nesting)."""
+    if isinstance(v, (dict, list, tuple, TorchObject, LuaFunction)) and not isinstance(v, _TDS_TYPES):
+        raise T7WriteError(f"a {where} cannot hold a {type(v).__name__} (tds holds numbers, strings, booleans, "
+                           f"tensors and tds containers: nest TdsHash / TdsVec instead)")
+    return v
 
 
 def _writable(t: torch.Tensor) -> torch.Tensor:
@@ -830,12 +1215,18 @@ def _writable(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def save(path: str | os.PathLike, obj: Any, *, long_size: int = 8) -> None:
-    """Write ``obj`` in Lua's binary ``torch.save`` format, atomically (temp file + rename).
+def _write(f: BinaryIO, obj: Any, long_size: int, ascii: bool) -> None:
+    _deeply((_AsciiWriter(f) if ascii else _Writer(f, long_size)).value, obj)
 
-    Everything :func:`load` returns can be written back. Python lists and tuples become Lua lists,
-    dicts become tables (``None`` values are dropped, as Lua cannot store nil), tensors of the same
-    storage are written with one shared storage.
+
+def save(path: str | os.PathLike, obj: Any, *, long_size: int = 8, ascii: bool = False) -> None:
+    """Write ``obj`` in Lua's ``torch.save`` format, atomically (temp file + rename).
+
+    Binary by default (``long_size=4``: Lua's ``'b32'`` layout); ``ascii=True`` writes the text form of
+    ``torch.save(path, x, 'ascii')``. Everything :func:`load` returns can be written back. Python lists
+    and tuples become Lua lists, dicts become tables (``None`` values are dropped, as Lua cannot store
+    nil), tensors of the same storage are written with one shared storage. Values Lua cannot read back
+    (a NaN table key, a long beyond int32 with ``long_size=4``) raise :class:`T7WriteError`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -843,7 +1234,7 @@ def save(path: str | os.PathLike, obj: Any, *, long_size: int = 8) -> None:
     try:
         with os.fdopen(fd, "wb") as raw:
             f = io.BufferedWriter(raw, buffer_size=1 << 20)
-            _Writer(f, long_size).value(obj)
+            _write(f, obj, long_size, ascii)
             f.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
@@ -855,8 +1246,8 @@ def save(path: str | os.PathLike, obj: Any, *, long_size: int = 8) -> None:
         raise
 
 
-def dumps(obj: Any, *, long_size: int = 8) -> bytes:
+def dumps(obj: Any, *, long_size: int = 8, ascii: bool = False) -> bytes:
     """The bytes :func:`save` would write for ``obj``."""
     buf = io.BytesIO()
-    _Writer(buf, long_size).value(obj)
+    _write(buf, obj, long_size, ascii)
     return buf.getvalue()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from fbresnet_port import lua_nn, t7
+from fbresnet_port.lua_nn.simple import relu_fields
 from fbresnet_port.errors import UserError
 
 __all__ = ["ResNet", "Residual", "ZeroPadShortcut", "View", "create_model"]
@@ -66,7 +67,7 @@ class ReLU(nn.ReLU):
         super().__init__(inplace=True)
 
     def to_lua(self) -> t7.TorchObject:
-        return lua_nn.lua_module("cudnn.ReLU", train=self.training, inplace=self.inplace)
+        return lua_nn.lua_module("cudnn.ReLU", train=self.training, **relu_fields(self.inplace))
 
 
 def _long_storage(values: list[int]) -> t7.Storage:

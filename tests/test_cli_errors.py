@@ -127,14 +127,22 @@ CASES = [
     _case("gen_is_a_file", lambda d: ("-gen", d / "notes.txt"), "-gen", "is a file, not a folder"),
     _case("gen_under_a_file", lambda d: ("-gen", d / "notes.txt" / "gen"),
           "-gen", "cannot create the folder", "choose another -gen"),
-    # unusual but valid: DenseNet depth 7 has no layer per block, as in Lua (PARITY §9 #21)
-    _case("densenet_depth7_runs_like_lua", lambda d: ("-netType", "densenet", "-depth", 7), rc=0),
+    # DenseNet-BC depth 7 has no dense layer (Lua built and trained a net of transitions only)
+    _case("densenet_depth7_has_no_layers", lambda d: ("-netType", "densenet", "-depth", 7),
+          "DenseNet-BC -depth 7 has no dense layers", "6n+4", "-depth 10"),
+    _case("growth_rate_zero", lambda d: ("-netType", "densenet", "-growthRate", 0),
+          "-growthRate", "at least 1, got 0", "use e.g. -growthRate 12"),
+    _case("drop_rate_above_one", lambda d: ("-dropRate", 1.5),
+          "-dropRate", "at least 0 and less than 1, got 1.5", "use e.g. -dropRate 0"),
+    # unusual but valid: DenseNet-BC depth 20 is not 6n+4; Lua's loop builds depth 16 (PARITY §9 #21)
+    _case("densenet_depth20_builds_16", lambda d: ("-netType", "densenet", "-depth", 20),
+          "note: DenseNet-BC depth 20: (20-4)/6 is not whole; building depth 16", rc=0),
     # convert CLI
     Case("convert_folder", lambda d: [d / "empty", d / "out.pt"], ("MODEL_T7", "is a directory"), rc=2,
          cli="convert"),
     Case("convert_checkpoint_table",
          lambda d: [reference(*RESNET20, "checkpoint", "latest.t7"), d / "out.pt"],
-         ("holds a LuaTable, not a Lua nn module", "model_<epoch>.t7"), cli="convert"),
+         ("is a checkpoint index (latest.t7), not a Lua nn module", "model_1.t7"), cli="convert"),
     Case("convert_garbage", lambda d: [d / "garbage.t7", d / "out.pt"],
          ("garbage.t7: not a readable Torch .t7 file (byte 0",), cli="convert"),
     Case("convert_output_folder_missing", lambda d: [reference(*RESNET20, "model.t7"), d / "missing" / "m.pt"],
@@ -205,7 +213,7 @@ def test_user_mistake_gives_a_short_error(case: Case, results):
 
 def test_cifar_cache_generation_shows_lua_progress(results):
     """Long work says what it does: building the CIFAR-10 cache prints Lua's lines (cifar10-gen.lua)."""
-    out = results["densenet_depth7_runs_like_lua"].stdout
+    out = results["densenet_depth20_builds_16"].stdout
     assert "=> Reading CIFAR-10 dataset from" in out
     assert " | saving CIFAR-10 dataset to" in out
     assert " * Results top1:" in out

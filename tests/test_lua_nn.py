@@ -261,3 +261,30 @@ def test_standard_torch_modules_export_and_come_back(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert_close(back(x), net(x), 1e-6, "exported torch model")
+
+
+def test_clones_sharing_weights_share_one_parameter(tmp_path):
+    """Lua ``clone('weight', 'bias')`` (unrolled RNN steps): one storage in the file, one Parameter here,
+    so a step updates both clones as in Lua; a copy with equal values but its own storage stays separate."""
+    w, b = torch.randn(3, 3), torch.randn(3)
+
+    def linear(weight, bias):
+        return lua_module("nn.Linear", weight=weight, bias=bias, gradWeight=torch.zeros(3, 3), gradBias=torch.zeros(3))
+
+    tree = lua_module("nn.Sequential", modules=t7.LuaList([
+        linear(w, b), lua_module("nn.Tanh"), linear(w, b), lua_module("nn.Tanh"), linear(w.clone(), b.clone())]))
+    t7.save(tmp_path / "clones.t7", tree)
+    model = load_lua_model(tmp_path / "clones.t7")
+    assert model[0].weight is model[2].weight and model[0].bias is model[2].bias
+    assert model[4].weight is not model[0].weight
+    assert len(list(model.parameters())) == 4
+    x = torch.randn(2, 3)
+    model(x).sum().backward()
+    h1 = torch.tanh(x @ w.T + b)
+    h2 = torch.tanh(h1 @ w.T + b)
+    y = h2 @ w.T + b
+    wl = w.clone().requires_grad_()  # the same net with the first two layers tied by hand
+    h1 = torch.tanh(x @ wl.T + b)
+    (torch.tanh(h1 @ wl.T + b) @ w.T + b).sum().backward()
+    assert torch.allclose(model(x), y, atol=1e-6)
+    assert torch.allclose(model[0].weight.grad, wl.grad, atol=1e-5)

@@ -50,9 +50,13 @@ class SimpleLuaModule(LuaModule, nn.Module):
 # Point-wise activations
 # ----------------------------------------------------------------------------------------------
 
+# Abs and Sqrt as THNN's: Abs has gradient +1 at 0 (torch.abs: 0), Sqrt gradient 0 where the output is 0
+# (torch.sqrt: inf, which turns into NaN further back, e.g. in SpatialLPPooling over a window of zeros)
 _POINTWISE = {
-    "Tanh": torch.tanh, "Sigmoid": torch.sigmoid, "Abs": torch.abs, "Exp": torch.exp, "Log": torch.log,
-    "Square": torch.square, "Sqrt": torch.sqrt, "LogSigmoid": F.logsigmoid, "SoftSign": F.softsign,
+    "Tanh": torch.tanh, "Sigmoid": torch.sigmoid, "Exp": torch.exp, "Log": torch.log, "Square": torch.square,
+    "Abs": lambda x: torch.where(x >= 0, x, -x),
+    "Sqrt": lambda x: torch.where(x == 0, 0.0, torch.where(x == 0, 1.0, x).sqrt()),
+    "LogSigmoid": F.logsigmoid, "SoftSign": F.softsign,
     "TanhShrink": F.tanhshrink,
 }
 
@@ -66,6 +70,12 @@ class LuaPointwise(SimpleLuaModule):
         return _POINTWISE[self.lua_typename.split(".", 1)[1]](input)
 
 
+def relu_fields(inplace: bool) -> dict[str, Any]:
+    """The fields Lua's ``nn.ReLU`` (``nn.Threshold(0, 0)``) reads in ``updateOutput``. Exported for
+    cudnn.ReLU too, so that the module also runs as nn.ReLU (after ``cudnn.convert(model, nn)``)."""
+    return {"threshold": 0, "val": 0, "inplace": bool(inplace)}
+
+
 class LuaReLU(SimpleLuaModule, nn.ReLU):
     """nn.ReLU / cudnn.ReLU (nn.ReLU is Threshold(0, 0)); ``inplace`` is kept only for export."""
 
@@ -76,13 +86,10 @@ class LuaReLU(SimpleLuaModule, nn.ReLU):
         return F.relu(input)
 
     def lua_fields(self) -> dict[str, Any]:
-        fields = {"inplace": bool(self.inplace)}
-        if self.lua_typename == "nn.ReLU":
-            fields.update(threshold=0, val=0)
-        return fields
+        return relu_fields(self.inplace)
 
 
-TORCH_EXPORTERS[nn.ReLU] = lambda m: lua_module("cudnn.ReLU", train=bool(m.training), inplace=False)
+TORCH_EXPORTERS[nn.ReLU] = lambda m: lua_module("cudnn.ReLU", train=bool(m.training), **relu_fields(m.inplace))
 
 
 class LuaReLU6(SimpleLuaModule):
@@ -420,9 +427,11 @@ class LuaSpatialUpSamplingBilinear(SimpleLuaModule):
 
 
 class LuaSpatialPadding(SimpleLuaModule):
-    """nn.SpatialZeroPadding (negative pads crop), SpatialReflectionPadding, SpatialReplicationPadding."""
+    """nn.SpatialZeroPadding (negative pads crop), SpatialReflectionPadding, SpatialReplicationPadding, and
+    nnx's nn.SpatialPadding (2011-2013 models, e.g. torch/demos' face detector: zero padding, negative crops)."""
 
-    lua_types = ("nn.SpatialZeroPadding", "nn.SpatialReflectionPadding", "nn.SpatialReplicationPadding")
+    lua_types = ("nn.SpatialZeroPadding", "nn.SpatialReflectionPadding", "nn.SpatialReplicationPadding",
+                 "nn.SpatialPadding")
     lua_params = (("pad_l", REQUIRED), ("pad_r", None), ("pad_t", None), ("pad_b", None))
 
     @classmethod
@@ -442,3 +451,38 @@ class LuaSpatialPadding(SimpleLuaModule):
     def lua_str(self) -> str:
         return f"{self.lua_typename}(l={self.pad_l}, r={self.pad_r}, t={self.pad_t}, b={self.pad_b})"
 
+
+
+class _AddTotalVariationGradient(torch.autograd.Function):
+    """Identity whose backward adds ``strength`` x the gradient of 1/2 sum of squared horizontal and
+    vertical neighbour differences over the top-left (H-1) x (W-1) pixels (fast-neural-style's TVLoss)."""
+
+    @staticmethod
+    def forward(ctx: Any, input: torch.Tensor, strength: float) -> torch.Tensor:
+        ctx.save_for_backward(input)
+        ctx.strength = strength
+        return input.view_as(input)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        x_diff = x[..., :-1, :-1] - x[..., :-1, 1:]
+        y_diff = x[..., :-1, :-1] - x[..., 1:, :-1]
+        grad = torch.zeros_like(x)
+        grad[..., :-1, :-1] += x_diff + y_diff
+        grad[..., :-1, 1:] -= x_diff
+        grad[..., 1:, :-1] -= y_diff
+        return grad_output + ctx.strength * grad, None
+
+
+class LuaTotalVariation(SimpleLuaModule):
+    """fast-neural-style's nn.TotalVariation(strength): the identity forward; the backward pass adds
+    the total-variation regulariser's gradient (``strength`` x neighbour differences)."""
+
+    lua_types = ("nn.TotalVariation",)
+    lua_params = (("strength", REQUIRED),)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() or not input.requires_grad:
+            return input
+        return _AddTotalVariationGradient.apply(input, float(self.strength))
