@@ -101,6 +101,17 @@ def test_subsampling_hand_computed():
     assert out.tolist() == [[[0.5 * 14 + 1, 0.5 * 22 + 1]], [[-(9 + 10 + 13 + 14), -(11 + 12 + 15 + 16)]]]
 
 
+def test_subsampling_old_weight_layout_reads_first_n_plane_elements():
+    """2011-era files (torch/demos' tracker nets) store an nInputPlane x kH x kW weight; the C kernel
+    uses only its first nInputPlane elements in memory order."""
+    weight = torch.tensor([[[2.0, 7.0], [7.0, 7.0]], [[3.0, 7.0], [7.0, 7.0]]])  # first two elements: 2, 7
+    m = from_lua(lua_module("nn.SpatialSubSampling", nInputPlane=2, kW=2, kH=2, dW=2, dH=2,
+                            weight=weight, bias=torch.tensor([0.0, 1.0])))
+    x = torch.ones(2, 2, 2)
+    assert m(x).tolist() == [[[2.0 * 4]], [[7.0 * 4 + 1]]]
+    assert list(m.parameters())[0].shape == (2,)
+
+
 # ----------------------------------------------------------------------------------------------
 # Local normalisations: objects laid out as torch/nn's constructors make them
 # ----------------------------------------------------------------------------------------------

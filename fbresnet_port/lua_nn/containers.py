@@ -17,6 +17,7 @@ from ._base import (TORCH_EXPORTERS, ChildConverter, Fields, LuaModule, children
                     long_storage, lua_module, lua_str, to_lua)
 from .shapes import _pos_dim
 from .simple import REQUIRED, SimpleLuaModule
+from .text import LuaInputError
 
 
 class _LuaContainer(LuaModule):
@@ -86,6 +87,66 @@ class LuaConcat(_ModuleListContainer):
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), dimension=self.dimension, outputSize=long_storage([]))
+
+
+class LuaDepthConcat(LuaConcat):
+    """nn.DepthConcat(dimension) (GoogLeNet / OpenFace nn4 inception blocks): as nn.Concat, but outputs
+    smaller than the largest in another dimension are zero-padded around, starting at
+    floor((largest - size) / 2) (one more pad after than before for odd differences)."""
+
+    lua_types = ("nn.DepthConcat",)
+
+    def forward(self, input: Any) -> torch.Tensor:
+        outs = [m(input) for m in self.children()]
+        dim = int(self.dimension) - 1
+        sizes = [max(o.shape[d] for o in outs) for d in range(outs[0].dim())]
+        padded = []
+        for o in outs:
+            pads: list[int] = []
+            for d in reversed(range(o.dim())):  # F.pad takes the last dimension first
+                diff = 0 if d == dim else sizes[d] - o.shape[d]
+                pads += [diff // 2, diff - diff // 2]
+            padded.append(torch.nn.functional.pad(o, pads) if any(pads) else o)
+        return torch.cat(padded, dim)
+
+    def lua_fields(self) -> dict[str, Any]:
+        return dict(super().lua_fields(), size=long_storage([]))
+
+
+class LuaInception(_LuaContainer, nn.Module):
+    """dpnn's nn.Inception (OpenFace nn4 models): a Decorator around its nn.DepthConcat(2) ``module``
+    of branches (1x1 / 3x3 / 5x5 convolutions and a pooling branch); computes that module."""
+
+    lua_types = ("nn.Inception",)
+
+    def __init__(self, module: nn.Module, config: dict[str, Any] | None = None):
+        super().__init__()
+        self.module = module
+        self.lua_config = dict(config or {})
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        if f.has("module"):
+            module = convert(f.get("module"), f"{f.path}.module")
+        else:
+            mods = children_of(f, convert)
+            if len(mods) != 1:
+                raise f.error(f"expected the decorated module in 'module' or modules = {{module}}, "
+                              f"got {len(mods)} modules")
+            module = mods[0]
+        config = {k: v for k, v in f.raw.items() if isinstance(k, str) and isinstance(v, (int, float, bool, str))
+                  and k not in ("train", "_type")}
+        return cls(module, config)
+
+    def forward(self, input: Any) -> Any:
+        return self.module(input)
+
+    def lua_fields(self) -> dict[str, Any]:
+        module = to_lua(self.module)
+        return dict(self.lua_config, module=module, modules=t7.LuaList([module]))
+
+    def lua_str(self) -> str:
+        return f"{self.lua_typename} @ " + lua_str(self.module)
 
 
 class LuaConcatTable(_ModuleListContainer):
@@ -263,3 +324,45 @@ class LuaDenseConnectLayerCustom(_LuaContainer, nn.Module):
 
     def lua_str(self) -> str:
         return self.branch_str("{input}", "{output}").replace(self.lua_typename, "DenseConnectLayerCustom", 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# nnx's per-pixel classifier
+# ----------------------------------------------------------------------------------------------
+
+class LuaSpatialClassifier(_LuaContainer, nn.Module):
+    """nn.SpatialClassifier (clementfarabet/lua---nnx; torch/demos' face detector): applies ``classifier``
+    (e.g. an nn.Linear over the K planes) to the K-vector of every pixel of a K x H x W input, giving
+    N x H x W. A 4-D batch (B x K x H x W) is taken sample by sample (Lua accepts 3-D input only)."""
+
+    lua_types = ("nn.SpatialClassifier",)
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        if f.has("classifier"):
+            return cls(convert(f.get("classifier"), f"{f.path}.classifier"))
+        mods = children_of(f, convert)  # `modules` is the classifier's own list when saved without it
+        return cls(mods[0] if len(mods) == 1 else LuaSequential(*mods))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() == 4:
+            return torch.stack([self(x) for x in input])
+        if input.dim() != 3:
+            raise LuaInputError(f"{self.lua_typename}: expected a K x H x W input (or a batch of them), "
+                                f"got {tuple(input.shape)}")
+        k, h, w = input.shape
+        out = self.classifier(input.reshape(k, h * w).t())
+        if out.dim() == 1:
+            out = out.reshape(1, -1)
+        return out.t().reshape(out.shape[1], h, w)
+
+    def lua_fields(self) -> dict[str, Any]:
+        classifier = to_lua(self.classifier)
+        return {"classifier": classifier, "modules": t7.LuaList([classifier]), "spatialOutput": True}
+
+    def lua_str(self) -> str:
+        return f"{self.lua_typename} {{\n  " + indent(lua_str(self.classifier), "  ") + "\n}"

@@ -304,3 +304,41 @@ class LuaPReLU(LuaModule, nn.Module):
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(nOutputPlane=self.n_planes, **export_weights(weight=self.weight))
+
+
+# ----------------------------------------------------------------------------------------------
+# Instance normalisation (fast-neural-style, texture_nets)
+# ----------------------------------------------------------------------------------------------
+
+class LuaInstanceNormalization(LuaModule, nn.Module):
+    """nn.InstanceNormalization(nOutput, eps) of jcjohnson/fast-neural-style (from DmitryUlyanov/texture_nets):
+    each sample's plane is normalised by its own mean and biased variance, in training and evaluation alike
+    (Lua runs an inner training-mode SpatialBatchNormalization over N*C planes), then scaled by ``weight``
+    and shifted by ``bias`` per plane. Running statistics, if the file has any, are not used."""
+
+    lua_types = ("nn.InstanceNormalization",)
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(float_param(weight))
+        self.bias = nn.Parameter(float_param(bias))
+        self.eps = eps
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        weight, bias = f.tensor("weight"), f.tensor("bias")
+        n = f.int("nOutput", weight.numel())
+        if weight.numel() != n or bias.numel() != n:
+            raise f.error(f"expected weight and bias of nOutput = {n} elements, got {tuple(weight.shape)} and "
+                          f"{tuple(bias.shape)}")
+        return cls(weight.reshape(-1), bias.reshape(-1), float(f.num("eps", 1e-5)))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.instance_norm(input, weight=self.weight, bias=self.bias, use_input_stats=True, eps=self.eps)
+
+    def lua_fields(self) -> dict[str, Any]:
+        return dict(nOutput=self.weight.numel(), eps=float(self.eps), prev_N=-1,
+                    **export_weights(weight=self.weight, bias=self.bias))
+
+    def lua_str(self) -> str:
+        return self.lua_typename

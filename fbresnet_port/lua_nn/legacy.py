@@ -101,7 +101,15 @@ class LuaSpatialSubSampling(LuaModule, nn.Module):
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(f.tensor("weight"), f.tensor("bias"), (f.int("kH"), f.int("kW")), (f.int("dH", 1), f.int("dW", 1)))
+        weight, bias = f.tensor("weight"), f.tensor("bias")
+        n = f.int("nInputPlane", bias.numel())
+        if weight.numel() < n or bias.numel() != n:
+            raise f.error(f"expected weight and bias of nInputPlane = {n} elements, got {tuple(weight.shape)} "
+                          f"and {tuple(bias.shape)}")
+        # Files of 2011-2012 torch (e.g. the SpatialLPPooling of torch/demos' tracker) hold a weight of
+        # nInputPlane x kH x kW; the C kernel reads only its first nInputPlane elements (memory order).
+        weight = weight.contiguous().reshape(-1)[:n]
+        return cls(weight, bias, (f.int("kH"), f.int("kW")), (f.int("dH", 1), f.int("dW", 1)))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         n = self.weight.numel()
@@ -272,6 +280,50 @@ class LuaSpatialContrastiveNormalization(LuaModule, nn.Module):
     def lua_fields(self) -> dict[str, Any]:
         return dict(nInputPlane=self.n_planes, kernel=export_param(self.kernel), threshold=self.threshold,
                     thresval=self.thresval, normalizer=to_lua(self.normalizer))
+
+
+class LuaSpatialNormalization(LuaModule, nn.Module):
+    """nnx's nn.SpatialNormalization (2011-2013 models, e.g. torch/demos' face detector): contrast
+    normalisation over all planes with its saved ``convo``/``convostd`` sub-networks (replicate-free zero
+    padding + per-plane kernel + sum over planes, normalised by the border coefficient ``convo(ones)``):
+    z = x - mean; out = z / threshold(std), where the threshold (and the value below it) is
+    ``fixedThres`` or else max(mean of std over the sample, 1e-3). Input planes x H x W (a 2-D input
+    is one plane); a 4-D batch is taken sample by sample (Lua takes one sample)."""
+
+    lua_types = ("nn.SpatialNormalization",)
+
+    def __init__(self, convo: nn.Module, convostd: nn.Module, n_planes: int, fixed_threshold: float | None):
+        super().__init__()
+        self.convo, self.convostd = _frozen(convo), _frozen(convostd)
+        self.n_planes, self.fixed_threshold = n_planes, fixed_threshold
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        missing = [n for n in ("convo", "convostd") if not f.has(n)]
+        if missing:
+            raise f.error(f"missing sub-module(s) {', '.join(missing)} (the file looks damaged)")
+        fixed = f.num("fixedThres", 0) or None  # Lua's read() maps a saved 0 to "adaptive"
+        return cls(convert(f.get("convo"), f"{f.path}.convo"), convert(f.get("convostd"), f"{f.path}.convostd"),
+                   f.int("nfeatures", 1), fixed)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() == 4:
+            return torch.stack([self(x) for x in input])
+        x = input.unsqueeze(0) if input.dim() == 2 else input
+        _check_planes(self, x, self.n_planes)
+        coef = self.convo(x.new_ones((self.n_planes,) + tuple(x.shape[1:])))
+        centred = x - self.convo(x) / coef
+        std = self.convostd(centred.square()).sqrt() / coef
+        thr = self.fixed_threshold if self.fixed_threshold is not None else max(float(std.mean()), 1e-3)
+        return centred / F.threshold(std, thr, thr)
+
+    def lua_fields(self) -> dict[str, Any]:
+        return {"convo": to_lua(self.convo), "convostd": to_lua(self.convostd), "nfeatures": self.n_planes,
+                "fixedThres": self.fixed_threshold, "coef": torch.ones(1, 1),
+                "squareMod": lua_module("nn.Square"), "sqrtMod": lua_module("nn.Sqrt"),
+                "subtractMod": _table_op("nn.CSubTable"), "meanDiviseMod": _table_op("nn.CDivTable"),
+                "stdDiviseMod": _table_op("nn.CDivTable"), "diviseMod": _table_op("nn.CDivTable"),
+                "thresMod": lua_module("nn.Threshold", threshold=1e-6, val=0)}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -312,3 +312,15 @@ class LuaMulConstant(SimpleLuaModule):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return input * self.constant_scalar
+
+
+class LuaShaveImage(SimpleLuaModule):
+    """fast-neural-style's nn.ShaveImage(size): crops ``size`` pixels from each side of an N x C x H x W input."""
+
+    lua_types = ("nn.ShaveImage",)
+    lua_params = (("size", REQUIRED),)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        s = int(self.size)
+        h, w = input.shape[-2:]
+        return input[..., s:h - s, s:w - s]
