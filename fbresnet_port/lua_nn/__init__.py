@@ -17,6 +17,7 @@ from torch import nn
 
 from . import containers, layers, shapes, simple  # noqa: F401  (register the classes)
 from . import criterions, graph, legacy, rnn, text  # noqa: F401,E402  (register more families)
+from . import charrnn  # noqa: F401,E402  (char-rnn's OneHot, dpnn's nn.OneHot)
 from ._base import (REGISTRY, LuaModelError, LuaModule, find_modules, from_lua, lua_module, lua_str, register,
                     select, to_lua, unregister)
 

@@ -2,7 +2,9 @@
 
 Ports of rnn's AbstractRecurrent.lua (step counter, hidden state, ``forget``), LSTM.lua / FastLSTM.lua,
 GRU.lua, Recursor.lua, Sequencer.lua / AbstractSequencer.lua (``remember`` modes), BiSequencer.lua,
-MaskZero.lua, SeqLSTM.lua, LinearNoBias.lua, SAdd.lua, and of dpnn's ReverseTable.lua / ZipTable.lua.
+MaskZero.lua, SeqLSTM.lua, LinearNoBias.lua, SAdd.lua, of dpnn's ReverseTable.lua / ZipTable.lua /
+Decorator.lua, and of jcjohnson/torch-rnn's LSTM.lua (also named ``nn.LSTM``: told apart by its fields),
+VanillaRNN.lua, TemporalAdapter.lua and LanguageModel.lua (whole N x T sequences per call).
 
 How the Lua machinery maps to PyTorch:
 
@@ -37,12 +39,14 @@ from .. import t7
 from ..errors import UserError
 from ._base import (ChildConverter, Fields, LuaModule, empty_tensor, export_param, export_weights, float_param,
                     lua_str, to_lua)
+from .graph import lua_array
 from .layers import LuaLinear
 from .simple import REQUIRED, SimpleLuaModule
 
 __all__ = ["forget", "remember", "RecurrentInputError", "LuaLinearNoBias", "LuaSAdd", "LuaReverseTable",
            "LuaZipTable", "LuaMaskZero", "LuaLSTM", "LuaGRU", "LuaRecursor", "LuaSequencer", "LuaBiSequencer",
-           "LuaSeqLSTM"]
+           "LuaSeqLSTM", "LuaTorchRnnLSTM", "LuaVanillaRNN", "LuaTemporalAdapter", "LuaLanguageModel",
+           "LuaDecorator"]
 
 REMEMBER_MODES = ("both", "eval", "train", "neither")
 
@@ -658,12 +662,22 @@ class _LuaRecurrent(_ExportsAliases, _Stateful, nn.Module):
 
 
 class LuaLSTM(_LuaRecurrent):
-    """rnn's nn.LSTM and nn.FastLSTM: ``recurrentModule{x_t, h_{t-1}, c_{t-1}} = {h_t, c_t}``; returns h_t."""
+    """rnn's nn.LSTM and nn.FastLSTM: ``recurrentModule{x_t, h_{t-1}, c_{t-1}} = {h_t, c_t}``; returns h_t.
+    torch-rnn's nn.LSTM (told apart by its fields) runs whole N x T x D sequences instead.
+
+    torch-rnn's class of the same name (fields ``weight``, ``hidden_dim``, no ``recurrentModule``)
+    converts to :class:`LuaTorchRnnLSTM`."""
 
     lua_types = ("nn.LSTM", "nn.FastLSTM")
     state_tables = ("outputs", "cells")
     user_fields = ("userPrevOutput", "userPrevCell")
     forget_on_type = True
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        if f.typename == "nn.LSTM" and not f.has("recurrentModule") and (f.has("hidden_dim") or f.has("weight")):
+            return LuaTorchRnnLSTM.from_fields(f, convert)
+        return super().from_fields(f, convert)
 
     def step_forward(self, input: torch.Tensor, prev: list[torch.Tensor]) -> tuple[Any, list[torch.Tensor]]:
         out = self.recurrentModule([input, prev[0], prev[1]])
@@ -817,6 +831,31 @@ class LuaBiSequencer(_ExportsAliases, nn.Module):
 # SeqLSTM
 # ----------------------------------------------------------------------------------------------
 
+def _lstm_sequence(x: torch.Tensor, state: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
+                   maskzero: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The LSTM of torch-rnn's LSTM.lua / rnn's SeqLSTM.lua over ``x`` (T x N x D) from ``state`` = [h0, c0]:
+    ``a = b + x_t Wx + h Wh`` (``weight`` = [Wx; Wh], (D + H) x 4H), gates i, f, o (sigmoid) and g (tanh)
+    in column blocks, ``c = f c + i g``, ``h = o tanh(c)``. Returns h (T x N x H) and [h_T, c_T]."""
+    T, N, D = x.shape
+    H = weight.shape[1] // 4
+    h, c = state
+    Wx, Wh = weight[:D], weight[D:]
+    outs = []
+    for t in range(T):
+        a = torch.addmm(bias, x[t], Wx) + h.mm(Wh)
+        sig = torch.sigmoid(a[:, :3 * H])
+        i, f, o = sig[:, :H], sig[:, H:2 * H], sig[:, 2 * H:]
+        g = torch.tanh(a[:, 3 * H:])
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        if maskzero:
+            zero = _zero_rows(x[t], True)
+            h, c = _mask_rows([h, c], zero, True)
+        outs.append(h)
+    out = torch.stack(outs, 0) if outs else x.new_zeros((0, N, H))
+    return out, [h, c]
+
+
 class LuaSeqLSTM(_Remembers, LuaModule, nn.Module):
     """rnn's nn.SeqLSTM (Justin Johnson's torch-rnn LSTM): a whole sequence per call.
 
@@ -924,28 +963,13 @@ class LuaSeqLSTM(_Remembers, LuaModule, nn.Module):
                                       f"3-D (seqlen x batch x inputsize), got {getattr(x, 'shape', x)}")
         if self.batchfirst:
             x = x.transpose(0, 1)
-        T, N, D = x.shape
-        H = self.outputsize
+        _, N, D = x.shape
         if D != self.inputsize:
             raise RecurrentInputError(f"{self.lua_typename}: input size {D} != inputsize {self.inputsize}")
         h = self._initial(h0, 0, N, x)
         c = self._initial(c0, 1, N, x)
         self.user_state = [None, None]
-        Wx, Wh = self.weight[:D], self.weight[D:]
-        outs = []
-        for t in range(T):
-            a = torch.addmm(self.bias, x[t], Wx) + h.mm(Wh)
-            sig = torch.sigmoid(a[:, :3 * H])
-            i, f, o = sig[:, :H], sig[:, H:2 * H], sig[:, 2 * H:]
-            g = torch.tanh(a[:, 3 * H:])
-            c = f * c + i * g
-            h = o * torch.tanh(c)
-            if self.maskzero:
-                zero = _zero_rows(x[t], True)
-                h, c = _mask_rows([h, c], zero, True)
-            outs.append(h)
-        self.last_state = [h, c]
-        out = torch.stack(outs, 0) if outs else x.new_zeros((0, N, H))
+        out, self.last_state = _lstm_sequence(x, [h, c], self.weight, self.bias, maskzero=self.maskzero)
         return out.transpose(0, 1) if self.batchfirst else out
 
     def lua_fields(self) -> dict[str, Any]:
@@ -970,3 +994,314 @@ class LuaSeqLSTM(_Remembers, LuaModule, nn.Module):
 
     def lua_str(self) -> str:
         return self.lua_typename
+
+
+# ----------------------------------------------------------------------------------------------
+# jcjohnson/torch-rnn: LSTM, VanillaRNN, TemporalAdapter, LanguageModel
+# ----------------------------------------------------------------------------------------------
+
+class _TorchRnnRecurrent(_Stateful, LuaModule, nn.Module):
+    """Shared part of torch-rnn's nn.LSTM and nn.VanillaRNN: a whole batch of sequences per call.
+
+    Input ``x`` (N x T x D, batch first), or ``[h0, x]`` (and ``[c0, h0, x]`` for the LSTM); output h
+    (N x T x H). A state not given is zeros, or, when ``remember_states`` is set and a call since the
+    last :meth:`resetStates` made it, the last step of the previous call (no gradient flows into the
+    previous call). ``weight`` is (D + H) x kH (rows: Wx then Wh), ``bias`` kH.
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ("h0",)  # the states, in the order kept here (h first)
+    n_gates: ClassVar[int] = 1
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, input_dim: int, hidden_dim: int,
+                 remember_states: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(float_param(weight))
+        self.bias = nn.Parameter(float_param(bias))
+        self.input_dim, self.hidden_dim = int(input_dim), int(hidden_dim)
+        self.remember_states = bool(remember_states)
+        self.last_state: list[torch.Tensor] | None = None  # the last step of the previous call (h, c)
+        # Lua's self.h0 / self.c0 are non-empty: a call since resetStates() used them (remembering needs it)
+        self.state_ready = [False] * len(self.state_names)
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        weight, bias = f.tensor("weight"), f.tensor("bias")
+        D, H = f.int("input_dim"), f.int("hidden_dim")
+        k = cls.n_gates
+        if tuple(weight.shape) != (D + H, k * H) or tuple(bias.shape) != (k * H,):
+            raise f.error(f"weight {tuple(weight.shape)} / bias {tuple(bias.shape)} do not match input_dim {D}, "
+                          f"hidden_dim {H} (expected {(D + H, k * H)} / {(k * H,)})")
+        m = cls(weight, bias, D, H, f.flag("remember_states", False))
+        m.state_ready = [_state_tensor(f.get(name)) is not None for name in m.state_names]
+        last = [_state_tensor(f.get(name)) for name in ("output", "cell")[:len(m.state_names)]]
+        if all(t is not None and t.dim() == 3 for t in last):  # a model saved without clearState()
+            m.last_state = [t[:, -1].clone() for t in last]
+        return m
+
+    # -- state -----------------------------------------------------------------------------
+    def reset_state(self) -> None:
+        self.last_state = None
+        self.state_ready = [False] * len(self.state_names)
+
+    def detach_state(self) -> None:
+        if self.last_state is not None:
+            self.last_state = [s.detach() for s in self.last_state]
+
+    def resetStates(self) -> nn.Module:
+        """Lua ``resetStates()``: the next call starts from zeros (also :func:`forget`)."""
+        return forget(self)
+
+    def _apply(self, fn: Callable, recurse: bool = True):  # type: ignore[override]
+        result = super()._apply(fn, recurse)
+        if self.last_state is not None:
+            self.last_state = [fn(s) for s in self.last_state]
+        return result
+
+    def _initial(self, given: torch.Tensor | None, k: int, N: int, like: torch.Tensor) -> torch.Tensor:
+        H, name = self.hidden_dim, self.state_names[k]
+        if given is not None:
+            if tuple(given.shape) != (N, H):
+                raise RecurrentInputError(f"{self.lua_str()}: {name} should be {N} x {H}, got {tuple(given.shape)}")
+            return given
+        was_ready, self.state_ready[k] = self.state_ready[k], True
+        if self.remember_states and was_ready and self.last_state is not None:
+            last = self.last_state[k].detach()
+            if last.shape[0] != N:
+                raise RecurrentInputError(f"{self.lua_str()}: batch size {N} differs from the remembered state's "
+                                          f"{last.shape[0]}; call resetStates() (or forget(model)) before changing it")
+            return last
+        return like.new_zeros((N, H))
+
+    def forward(self, input: Any) -> torch.Tensor:
+        n = len(self.state_names)
+        if isinstance(input, torch.Tensor):
+            given: list[Any] = [None] * n
+            x = input
+        elif isinstance(input, (list, tuple)) and 2 <= len(input) <= n + 1:
+            *states, x = input
+            given = list(reversed(states)) + [None] * (n - len(states))  # Lua's order is {c0, h0, x}
+        else:
+            forms = "x, [h0, x] or [c0, h0, x]" if n == 2 else "x or [h0, x]"
+            raise RecurrentInputError(f"{self.lua_str()}: expected {forms}, got {type(input).__name__}")
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[2] != self.input_dim:
+            raise RecurrentInputError(f"{self.lua_str()}: x should be N x T x {self.input_dim} (batch, time, "
+                                      f"input_dim), got {tuple(getattr(x, 'shape', ()))}")
+        state = [self._initial(g, k, x.shape[0], x) for k, g in enumerate(given)]
+        out, self.last_state = self.run(x.transpose(0, 1), state)
+        return out.transpose(0, 1)
+
+    def run(self, x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The recurrence over ``x`` (T x N x D) from ``state``: h (T x N x H) and the last state."""
+        raise NotImplementedError
+
+    # -- export ------------------------------------------------------------------------------
+    def lua_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = dict(input_dim=self.input_dim, hidden_dim=self.hidden_dim,
+                                      remember_states=self.remember_states,
+                                      **export_weights(weight=self.weight, bias=self.bias))
+        names = self.lua_buffers + tuple(self.state_names) + tuple("grad_" + n for n in self.state_names)
+        fields.update({name: empty_tensor() for name in names + ("grad_x",)})
+        fields["gradInput"] = t7.LuaList([fields["grad_" + n] for n in reversed(self.state_names)] + [fields["grad_x"]])
+        if self.last_state is not None:  # the previous call's last step, as Lua's output / cell buffers
+            for name, state in zip(("output", "cell"), self.last_state):
+                fields[name] = export_param(state).unsqueeze(1)
+            for name, state, ready in zip(self.state_names, self.last_state, self.state_ready):
+                if ready:
+                    fields[name] = torch.zeros_like(export_param(state))
+        return fields
+
+    lua_buffers: ClassVar[tuple[str, ...]] = ()
+
+    def lua_str(self) -> str:
+        return f"{self.lua_typename}({self.input_dim} -> {self.hidden_dim})"
+
+
+class LuaTorchRnnLSTM(_TorchRnnRecurrent):
+    """torch-rnn's nn.LSTM (LSTM.lua; the converter of ``nn.LSTM`` picks it when the object has torch-rnn's
+    fields): gates i, f, o, g in column blocks of ``weight`` (D + H) x 4H; input x, [h0, x] or [c0, h0, x]."""
+
+    lua_types = ()  # registered through LuaLSTM (the same Lua class name as rnn's nn.LSTM)
+    state_names = ("h0", "c0")
+    n_gates = 4
+    lua_buffers = ("cell", "gates", "buffer1", "buffer2", "buffer3", "grad_a_buffer")
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lua_typename = "nn.LSTM"
+
+    def run(self, x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return _lstm_sequence(x, state, self.weight, self.bias)
+
+
+class LuaVanillaRNN(_TorchRnnRecurrent):
+    """torch-rnn's nn.VanillaRNN: ``h_t = tanh(b + x_t Wx + h_{t-1} Wh)``; input x or [h0, x]."""
+
+    lua_types = ("nn.VanillaRNN",)
+    lua_buffers = ("buffer1", "buffer2")
+
+    def run(self, x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        D = self.input_dim
+        Wx, Wh = self.weight[:D], self.weight[D:]
+        h = state[0]
+        outs = []
+        for t in range(x.shape[0]):
+            h = torch.tanh(torch.addmm(self.bias, x[t], Wx) + h.mm(Wh))
+            outs.append(h)
+        out = torch.stack(outs, 0) if outs else x.new_zeros((0, x.shape[1], self.hidden_dim))
+        return out, [h]
+
+
+class _TorchRnnNet(LuaModule, nn.Module):
+    """torch-rnn's containers: run ``net`` (an nn.Sequential) after resizing the nn.View modules that
+    fields name to the input's N, T: ``flat_fields`` to (N*T, -1), ``unflat_fields`` to (N, T, -1).
+
+    Fields naming modules of ``net`` (one, or a list such as LanguageModel's ``rnns``) and the plain
+    fields (numbers, strings, the vocabulary tables) are kept for export.
+    """
+
+    flat_fields: ClassVar[tuple[str, ...]] = ()
+    unflat_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, net: nn.Module, aliases: dict[str, Any], extra: dict[str, Any]):
+        super().__init__()
+        self.net = net
+        self.aliases = aliases  # field -> index in net (int) or list of indices
+        self.lua_extra = extra
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        lua_net = f.get("net")
+        if not isinstance(lua_net, t7.TorchObject) or not isinstance(lua_net.get("modules"), (list, dict)):
+            raise f.error("missing field 'net' (the nn.Sequential it runs)")
+        members = lua_array(lua_net.get("modules"))
+        index = {id(m): i for i, m in enumerate(members)}
+        aliases: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for k, v in f.raw.items():
+            if not isinstance(k, str) or k in ("net", "train", "_type", "output", "gradInput"):
+                continue
+            if isinstance(v, t7.TorchObject):
+                if id(v) in index:
+                    aliases[k] = index[id(v)]
+                continue
+            items = lua_array(v) if isinstance(v, (list, dict)) else []
+            if items and len(items) == len(v) and all(id(m) in index for m in items):
+                aliases[k] = [index[id(m)] for m in items]
+            elif isinstance(v, (bool, int, float, str, dict, list)):
+                extra[k] = v
+        for name in cls.flat_fields + cls.unflat_fields:
+            for i in _as_indices(aliases.get(name)):
+                if lua_net.typename != "nn.Sequential" or members[i].typename != "nn.View":
+                    raise f.error(f"field '{name}' should be an nn.View of its net (an nn.Sequential)")
+        net = convert(lua_net, f"{f.path}.net")
+        return cls(net, aliases, extra)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        x = _first_tensor(input, self.lua_typename)
+        if x.dim() < 2:
+            raise RecurrentInputError(f"{self.lua_typename}: expected an input N x T x ..., got {tuple(x.shape)}")
+        N, T = x.shape[0], x.shape[1]
+        for names, size in ((self.flat_fields, [N * T, -1]), (self.unflat_fields, [N, T, -1])):
+            for name in names:
+                for i in _as_indices(self.aliases.get(name)):
+                    self.net[i].size = list(size)  # Lua's view:resetSize(...)
+        return self.net(input)
+
+    def lua_fields(self) -> dict[str, Any]:
+        net = to_lua(self.net)
+        members = net.fields["modules"]
+        fields = dict(self.lua_extra, net=net)
+        for name, at in self.aliases.items():
+            fields[name] = members[at] if isinstance(at, int) else t7.LuaList(members[i] for i in at)
+        return fields
+
+
+def _as_indices(at: Any) -> list[int]:
+    return [] if at is None else [at] if isinstance(at, int) else list(at)
+
+
+class LuaTemporalAdapter(_TorchRnnNet):
+    """torch-rnn's nn.TemporalAdapter(module): a module of N x A -> N x B applied at every step of
+    N x T x A (``net`` = Sequential{view_in, module, view_out})."""
+
+    lua_types = ("nn.TemporalAdapter",)
+    flat_fields = ("view_in",)
+    unflat_fields = ("view_out",)
+
+    def lua_str(self) -> str:
+        inner = list(self.net.children())
+        return f"{self.lua_typename}: {lua_str(inner[1] if len(inner) == 3 else self.net)}"
+
+
+class LuaLanguageModel(_TorchRnnNet):
+    """torch-rnn's nn.LanguageModel: tokens N x T (1-based indices) -> scores N x T x V through ``net``
+    (LookupTable, LSTM/VanillaRNN layers remembering their states, Dropout, Linear). ``idx_to_token`` /
+    ``token_to_idx`` give the vocabulary; :meth:`encode_string` / :meth:`decode_string` as Lua's."""
+
+    lua_types = ("nn.LanguageModel",)
+    flat_fields = ("view1", "bn_view_in")
+    unflat_fields = ("view2", "bn_view_out")
+
+    @property
+    def idx_to_token(self) -> dict[int, str]:
+        """Token index (1-based) -> token (Lua's ``idx_to_token``)."""
+        table = self.lua_extra.get("idx_to_token", {})
+        items = enumerate(table, 1) if isinstance(table, list) else table.items()
+        return {int(i): _text(t) for i, t in items}
+
+    @property
+    def token_to_idx(self) -> dict[str, int]:
+        """Token -> index (1-based), built from ``idx_to_token`` as Lua's ``__init``."""
+        return {t: i for i, t in self.idx_to_token.items()}
+
+    def encode_string(self, s: str) -> torch.Tensor:
+        """Lua ``encode_string``: one 1-based index per character (a LongTensor of len(s))."""
+        table = self.token_to_idx
+        unknown = sorted({ch for ch in s if ch not in table})
+        if unknown:
+            raise RecurrentInputError(f"{self.lua_typename}: characters not in the vocabulary: {unknown!r}")
+        return torch.tensor([table[ch] for ch in s], dtype=torch.int64)
+
+    def decode_string(self, encoded: torch.Tensor) -> str:
+        """Lua ``decode_string``: the tokens of a 1-D tensor of 1-based indices, joined."""
+        table = self.idx_to_token
+        return "".join(table[int(i)] for i in encoded.reshape(-1).tolist())
+
+    def resetStates(self) -> nn.Module:
+        """Lua ``resetStates()``: every RNN layer starts from zeros at the next call."""
+        return forget(self)
+
+    def lua_str(self) -> str:
+        return self.lua_typename
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# dpnn's Decorator
+# ----------------------------------------------------------------------------------------------
+
+class LuaDecorator(LuaModule, nn.Module):
+    """dpnn's nn.Decorator(module): passes everything to ``module`` (also its ``modules[1]``)."""
+
+    lua_types = ("nn.Decorator",)
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        return cls(_single_child(f, convert, "module"))
+
+    def forward(self, input: Any) -> Any:
+        return self.module(input)
+
+    def lua_fields(self) -> dict[str, Any]:
+        child = to_lua(self.module)
+        return {"module": child, "modules": t7.LuaList([child])}
+
+    def lua_str(self) -> str:
+        return _decorator_str(self, self.module)
