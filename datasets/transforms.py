@@ -6,10 +6,11 @@ Every transform is a callable ``t(input, generator=None)``. Random transforms dr
 fixed draws. The draw order per transform follows the Lua code (e.g. RandomCrop draws x1 then y1).
 Bit-exact parity with Lua's RNG stream is out of scope (PARITY.md §6.6).
 
-The resampler is torch/image's bicubic ``image.scale`` (generic/image.c ``scaleCubic_rowcol``):
+The default resampler is torch/image's bicubic ``image.scale`` (generic/image.c ``scaleCubic_rowcol``):
 separable, width first, align-corners positions in float32, Catmull-Rom (a = -0.5), linear
 extrapolation of missing neighbours, no antialiasing and no clamping. It is neither PIL's nor
-PyTorch's bicubic.
+PyTorch's bicubic. ``'bilinear'`` (``scaleLinear_rowcol``: align-corners linear when enlarging, a box
+filter when shrinking) and ``'simple'`` (``scaleSimple``: nearest neighbour) are ported as well.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import functools
 import math
 from typing import Callable, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,7 +26,7 @@ __all__ = [
     "Compose", "ColorNormalize", "Scale", "CenterCrop", "RandomCrop", "TenCrop", "RandomScale",
     "RandomSizedCrop", "HorizontalFlip", "Rotation", "Lighting", "Saturation", "Brightness",
     "Contrast", "RandomOrder", "ColorJitter", "Transform",
-    "scale", "crop", "hflip", "rotate_bilinear", "grayscale", "blend",
+    "scale", "INTERPOLATIONS", "crop", "hflip", "rotate_bilinear", "grayscale", "blend",
     "uniform", "random_int", "lua_round",
 ]
 
@@ -96,6 +98,20 @@ def _cubic_table(src_len: int, dst_len: int) -> tuple[Tensor, Tensor]:
     return idx, torch.stack([w0, w1, w2, w3]).float()
 
 
+def _weighted_gather(src: Tensor, idx: Tensor, w: Tensor) -> Tensor:
+    """``sum_k src[idx[k]] * w[k]`` along dim 0, accumulated tap by tap in order k = 0, 1, ...
+
+    ``idx`` and ``w`` are K x dst_len (``w`` float32, cast to ``src``'s dtype). Summing in tap order
+    reproduces the C loops' float32 accumulation order.
+    """
+    dst_len = idx.shape[1]
+    w = w.to(src.dtype).view(idx.shape[0], dst_len, *([1] * (src.dim() - 1)))
+    out = src.index_select(0, idx[0]).mul_(w[0])
+    for k in range(1, idx.shape[0]):
+        out.addcmul_(src.index_select(0, idx[k]), w[k])
+    return out
+
+
 def _cubic_rows(src: Tensor, dst_len: int) -> Tensor:
     """Resample ``src`` along dim 0 to ``dst_len`` like torch/image ``scaleCubic_rowcol``.
 
@@ -109,23 +125,106 @@ def _cubic_rows(src: Tensor, dst_len: int) -> Tensor:
         # torch/image writes all but the last output (left uninitialised there); all get the source value
         return src.expand(dst_len, *src.shape[1:]).clone()
     idx, w = _cubic_table(src_len, dst_len)
-    w = w.to(src.dtype).view(4, dst_len, *([1] * (src.dim() - 1)))
-    out = src.index_select(0, idx[1]).mul_(w[1])
-    for k in (0, 2, 3):
-        out.addcmul_(src.index_select(0, idx[k]), w[k])
+    # tap 1 (p1) first, as before: the weight form is not the C polynomial anyway
+    return _weighted_gather(src, idx[[1, 0, 2, 3]], w[[1, 0, 2, 3]])
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_table(src_len: int, dst_len: int) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Taps of torch/image ``scaleLinear_rowcol`` (generic/image.c) as (idx, w, divisor or None).
+
+    Enlarging (dst > src): align-corners linear interpolation, ``scale = (float)(L-1)/(D-1)``,
+    ``s = di*scale`` in float32, output ``(1-t) src[si] + t src[si+1]``; the last output copies the last
+    input. Shrinking (dst < src): a box filter over [di*scale, (di+1)*scale) with ``scale = (float)L/D``:
+    the first source pixel weighted by 1 minus the previous fraction, whole pixels by 1, the last one by
+    its fraction (if inside the image), divided by the float32 sum of those weights ``n``.
+    """
+    f32 = np.float32
+    if dst_len > src_len:
+        if src_len == 1:
+            return torch.zeros(1, dst_len, dtype=torch.int64), torch.ones(1, dst_len), None
+        scale_f = f32(src_len - 1) / f32(dst_len - 1)
+        pos = np.arange(dst_len - 1, dtype=f32) * scale_f
+        si = np.minimum(pos.astype(np.int64), src_len - 1)
+        t = (pos - si.astype(f32)).astype(f32)
+        idx = np.stack([np.append(si, src_len - 1), np.minimum(np.append(si, src_len - 1) + 1, src_len - 1)])
+        w = np.stack([np.append(f32(1) - t, f32(1)), np.append(t, f32(0))]).astype(f32)
+        return torch.from_numpy(idx), torch.from_numpy(w), None
+    scale_f = f32(src_len) / f32(dst_len)
+    rows: list[tuple[list[int], list[float]]] = []
+    divisors = np.empty(dst_len, dtype=f32)
+    si0_i, si0_f = 0, f32(0)
+    for di in range(dst_len):
+        si1_f = f32(di + 1) * scale_f
+        si1_i = int(si1_f)
+        si1_f = f32(si1_f - f32(si1_i))
+        taps, weights = [si0_i], [f32(1) - si0_f]
+        n = f32(1) - si0_f
+        for si in range(si0_i + 1, si1_i):
+            taps.append(si)
+            weights.append(f32(1))
+            n = f32(n + f32(1))
+        if si1_i < src_len:
+            taps.append(si1_i)
+            weights.append(si1_f)
+            n = f32(n + si1_f)
+        rows.append((taps, weights))
+        divisors[di] = n
+        si0_i, si0_f = si1_i, si1_f
+    k = max(len(taps) for taps, _ in rows)
+    idx = np.zeros((k, dst_len), dtype=np.int64)
+    w = np.zeros((k, dst_len), dtype=f32)      # padding taps: source 0 with weight 0
+    for di, (taps, weights) in enumerate(rows):
+        idx[:len(taps), di] = taps
+        w[:len(weights), di] = weights
+    return torch.from_numpy(idx), torch.from_numpy(w), torch.from_numpy(divisors)
+
+
+def _linear_rows(src: Tensor, dst_len: int) -> Tensor:
+    """Resample ``src`` along dim 0 to ``dst_len`` like torch/image ``scaleLinear_rowcol``."""
+    if dst_len == src.shape[0]:
+        return src.clone()
+    idx, w, divisor = _linear_table(src.shape[0], dst_len)
+    out = _weighted_gather(src, idx, w)
+    if divisor is not None:
+        out.div_(divisor.to(src.dtype).view(dst_len, *([1] * (src.dim() - 1))))
     return out
 
 
-def scale(img: Tensor, width: int, height: int) -> Tensor:
-    """``image.scale(img, width, height, 'bicubic')``: rows (width) first, then columns."""
+_ROW_RESAMPLERS: dict[str, Callable[[Tensor, int], Tensor]] = {"bicubic": _cubic_rows, "bilinear": _linear_rows}
+INTERPOLATIONS = ("bilinear", "bicubic", "simple")
+
+
+def _scale_simple(x: Tensor, width: int, height: int) -> Tensor:
+    """torch/image ``scaleSimple``: nearest neighbour, source index ``(long)(i * (float)(L/D))`` (float32),
+    capped at L-1."""
+    def nearest(src_len: int, dst_len: int) -> Tensor:
+        sc = np.float32(src_len) / np.float32(dst_len)
+        pos = np.arange(dst_len, dtype=np.float32) * sc
+        return torch.from_numpy(np.minimum(pos.astype(np.int64), src_len - 1))
+
+    rows = nearest(x.shape[-2], height)
+    cols = nearest(x.shape[-1], width)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def scale(img: Tensor, width: int, height: int, mode: str = "bicubic") -> Tensor:
+    """``image.scale(img, width, height, mode)``; ``mode`` is ``'bicubic'`` (this port's default, as
+    transforms.lua's), ``'bilinear'`` or ``'simple'``. Separable modes resample rows (width) first."""
+    if mode not in INTERPOLATIONS:
+        raise ValueError(f"image.scale: mode must be one of: simple | bicubic | bilinear (got {mode!r})")
     if img.dim() not in (2, 3):
         raise ValueError(f"scale expects a C x H x W or H x W tensor, got shape {tuple(img.shape)}")
     width, height = max(int(width), 1), max(int(height), 1)
     src = img if img.is_floating_point() else img.float()
     x = src if src.dim() == 3 else src.unsqueeze(0)
-    tmp = _cubic_rows(x.permute(2, 0, 1).contiguous(), width)       # W' x C x H
-    out = _cubic_rows(tmp.permute(2, 0, 1).contiguous(), height)     # H' x W' x C
-    out = out.permute(2, 0, 1).contiguous()
+    if mode == "simple":
+        out = _scale_simple(x, width, height).contiguous()
+    else:
+        rows = _ROW_RESAMPLERS[mode]
+        tmp = rows(x.permute(2, 0, 1).contiguous(), width)        # W' x C x H
+        out = rows(tmp.permute(2, 0, 1).contiguous(), height)     # H' x W' x C
+        out = out.permute(2, 0, 1).contiguous()
     return out if src.dim() == 3 else out[0]
 
 
@@ -232,15 +331,17 @@ class ColorNormalize(Transform):
 
 
 class Scale(Transform):
-    """Port of transforms.lua ``Scale``: bicubic resize of the shorter side to ``size``.
+    """Port of transforms.lua ``Scale``: resize of the shorter side to ``size`` (``interpolation``:
+    ``'bicubic'`` (default), ``'bilinear'`` or ``'simple'``, torch/image's resamplers).
 
     The other side is ``long/short * size`` truncated to an integer (400x300 -> 341x256); an image
     whose shorter side already equals ``size`` is returned unchanged (not copied).
     """
 
     def __init__(self, size: int, interpolation: str = "bicubic"):
-        if interpolation != "bicubic":
-            raise ValueError(f"Scale: only 'bicubic' interpolation is ported, got {interpolation!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"Scale: interpolation must be one of: simple | bicubic | bilinear "
+                             f"(got {interpolation!r})")
         self.size = size
         self.interpolation = interpolation
 
@@ -250,8 +351,8 @@ class Scale(Transform):
         if (w <= h and w == size) or (h <= w and h == size):
             return input
         if w < h:
-            return scale(input, size, h / w * size)
-        return scale(input, w / h * size, size)
+            return scale(input, size, h / w * size, self.interpolation)
+        return scale(input, w / h * size, size, self.interpolation)
 
 
 def _center_offsets(w: int, h: int, size: int) -> tuple[int, int]:

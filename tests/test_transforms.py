@@ -229,3 +229,119 @@ def test_random_scale_rounds_half_up():
     target = int(torch.randint(4, 7, (), generator=g))
     out = T.RandomScale(4, 6)(x, _gen(4))
     assert out.shape == (3, target, math.floor(1.5 * target + 0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale's other torch/image resamplers: 'bilinear' (scaleBilinear -> scaleLinear_rowcol) and
+# 'simple' (scaleSimple). Reference values by hand, and an independent per-pixel loop written from
+# generic/image.c's formulas (float32 scalars, the C accumulation order).
+
+def _c_linear_1d(src: list[float], dst_len: int) -> list[float]:
+    """scaleLinear_rowcol on one row, pixel by pixel in float32 as the C loop does."""
+    import numpy as np
+    f = np.float32
+    src_len = len(src)
+    s = [f(v) for v in src]
+    if dst_len == src_len:
+        return [float(v) for v in s]
+    dst = [f(0)] * dst_len
+    if dst_len > src_len:
+        scale = f(src_len - 1) / f(dst_len - 1)
+        for di in range(dst_len - 1):
+            if src_len == 1:
+                dst[di] = s[0]
+                continue
+            si_f = f(f(di) * scale)
+            si_i = int(si_f)
+            si_f = f(si_f - f(si_i))
+            dst[di] = f(f(f(1) - si_f) * s[si_i] + f(si_f * s[si_i + 1]))
+        dst[dst_len - 1] = s[src_len - 1]
+    else:
+        scale = f(src_len) / f(dst_len)
+        si0_i, si0_f = 0, f(0)
+        for di in range(dst_len):
+            si1_f = f(f(di + 1) * scale)
+            si1_i = int(si1_f)
+            si1_f = f(si1_f - f(si1_i))
+            acc = f(f(f(1) - si0_f) * s[si0_i])
+            n = f(f(1) - si0_f)
+            for si in range(si0_i + 1, si1_i):
+                acc = f(acc + s[si])
+                n = f(n + f(1))
+            if si1_i < src_len:
+                acc = f(acc + f(si1_f * s[si1_i]))
+                n = f(n + si1_f)
+            dst[di] = f(acc / n)
+            si0_i, si0_f = si1_i, si1_f
+    return [float(v) for v in dst]
+
+
+def _c_bilinear(img: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """scaleBilinear: every row to ``width`` into a float32 temp, then every column to ``height``."""
+    out = torch.empty(img.shape[0], height, width)
+    for k in range(img.shape[0]):
+        tmp = [_c_linear_1d(img[k, j].tolist(), width) for j in range(img.shape[1])]
+        for i in range(width):
+            out[k, :, i] = torch.tensor(_c_linear_1d([row[i] for row in tmp], height))
+    return out
+
+
+def _c_simple(img: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """scaleSimple: out[j][i] = src[(long)(j*scy)][(long)(i*scx)], indices capped at the last pixel."""
+    import numpy as np
+    f = np.float32
+    scx = f(img.shape[2]) / f(width)
+    scy = f(img.shape[1]) / f(height)
+    out = torch.empty(img.shape[0], height, width)
+    for j in range(height):
+        for i in range(width):
+            ii = min(int(f(f(i) * scx)), img.shape[2] - 1)
+            jj = min(int(f(f(j) * scy)), img.shape[1] - 1)
+            out[:, j, i] = img[:, jj, ii]
+    return out
+
+
+@pytest.mark.parametrize("src, dst_len, expected", [
+    ([0.0, 1.0], 3, [0.0, 0.5, 1.0]),               # enlarge: align corners, positions 0, .5, 1
+    ([0.0, 4.0, 8.0], 5, [0.0, 2.0, 4.0, 6.0, 8.0]),
+    ([5.0], 3, [5.0, 5.0, 5.0]),                    # one source pixel: copied everywhere
+    ([1.0, 2.0, 3.0, 4.0], 2, [1.5, 3.5]),          # shrink by 2: mean of each pair
+    ([0.0, 3.0, 6.0], 2, [1.0, 5.0]),               # scale 1.5: (0 + .5*3)/1.5, (.5*3 + 6)/1.5
+])
+def test_bilinear_hand_computed(src, dst_len, expected):
+    row = torch.tensor(src).view(1, 1, -1)
+    _close(T.scale(row, dst_len, 1, "bilinear")[0, 0], torch.tensor(expected), 1e-7)
+    col = torch.tensor(src).view(1, -1, 1)                  # the same along the height
+    _close(T.scale(col, 1, dst_len, "bilinear")[0, :, 0], torch.tensor(expected), 1e-7)
+
+
+@pytest.mark.parametrize("src, dst_len, expected", [
+    ([10.0, 20.0, 30.0, 40.0, 50.0], 2, [10.0, 30.0]),                 # i * 2.5 truncated: 0, 2
+    ([10.0, 20.0], 5, [10.0, 10.0, 10.0, 20.0, 20.0]),                 # i * 0.4: 0, 0, 0, 1, 1
+    ([1.0, 2.0, 3.0], 7, [1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]),          # i * 3/7 (float32)
+])
+def test_simple_hand_computed(src, dst_len, expected):
+    row = torch.tensor(src).view(1, 1, -1)
+    assert T.scale(row, dst_len, 1, "simple")[0, 0].tolist() == expected
+    col = torch.tensor(src).view(1, -1, 1)
+    assert T.scale(col, 1, dst_len, "simple")[0, :, 0].tolist() == expected
+
+
+@pytest.mark.parametrize("src_hw, dst_wh", [((7, 11), (4, 3)), ((5, 6), (13, 9)), ((9, 4), (7, 20)),
+                                            ((1, 5), (3, 4)), ((6, 1), (2, 3)), ((17, 23), (5, 5))])
+def test_bilinear_and_simple_match_c_loops(src_hw, dst_wh):
+    x = torch.rand(3, *src_hw, generator=torch.Generator().manual_seed(sum(src_hw)))
+    _close(T.scale(x, *dst_wh, "bilinear"), _c_bilinear(x, *dst_wh), 1e-6)
+    assert torch.equal(T.scale(x, *dst_wh, "simple"), _c_simple(x, *dst_wh))
+    _close(T.scale(x[0], *dst_wh, "bilinear"), _c_bilinear(x[:1], *dst_wh)[0], 1e-6)   # 2-D input
+
+
+def test_scale_transform_interpolation_modes():
+    x = torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(3))
+    out = T.Scale(12, "bilinear")(x)                       # 40/30*12 = 16
+    assert out.shape == (3, 12, 16)
+    _close(out, _c_bilinear(x, 16, 12), 1e-6)
+    assert torch.equal(T.Scale(12, "simple")(x), _c_simple(x, 16, 12))
+    assert T.Scale(30, "bilinear")(x) is x
+    with pytest.raises(ValueError, match="simple | bicubic | bilinear"):
+        T.Scale(12, "lanczos")
