@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 
 import torch
 
@@ -46,11 +47,13 @@ def seed_everything(seed: int) -> None:
 def run(argv: list[str]) -> None:
     from fbresnet_port import opts
     from fbresnet_port.dataloader import DataLoader
-    from fbresnet_port.train import Trainer, format_best, format_finished, format_results
+    from fbresnet_port.train import Trainer, format_results
     import models
 
     opt = opts.parse(argv)
     opts.apply_backend_flags(opt)
+    if opt.nThreadsCompute > 0:  # -nThreadsCompute: threads of the model's CPU computation
+        torch.set_num_threads(int(opt.nThreadsCompute))
     device = setup_device(opt)
     seed_everything(int(opt.manualSeed))
     main_process = distributed.is_main_process()
@@ -81,20 +84,42 @@ def run(argv: list[str]) -> None:
         print(format_results(top1, top5))
         return
 
+    train_epochs(opt, checkpoint, model, trainer, train_loader, val_loader, main_process)
+
+
+def train_epochs(opt, checkpoint: dict | None, model: torch.nn.Module, trainer, train_loader,
+                 val_loader, main_process: bool) -> None:
+    """main.lua's epoch loop (train, test, best model, checkpoint, final line), plus: exact resume
+    (RNG states), a summary line per epoch, ``metrics.csv`` and a last line naming the best model."""
+    from fbresnet_port import metrics
+    from fbresnet_port.train import format_best, format_finished
+
+    loaders = {"train": train_loader, "val": val_loader}
+    checkpoints.restore_rng(checkpoint, loaders)
+    if main_process:
+        checkpoints.remove_stale_temp_files(opt.save)  # left by a run killed while writing
+    run = checkpoints.RunCheckpoints(opt, checkpoint)
     start_epoch = int(checkpoint["epoch"]) + 1 if checkpoint else int(opt.epochNumber)
-    best_top1 = float(checkpoint.get("bestTop1", math.inf)) if checkpoint else math.inf
-    best_top5 = float(checkpoint.get("bestTop5", math.inf)) if checkpoint else math.inf
-    for epoch in range(start_epoch, int(opt.nEpochs) + 1):
-        trainer.train(epoch, train_loader)
+    n_epochs = int(opt.nEpochs)
+    epoch_times: list[float] = []
+    for epoch in range(start_epoch, n_epochs + 1):
+        started = time.perf_counter()
+        train_top1, train_top5, train_loss = trainer.train(epoch, train_loader)
         top1, top5 = trainer.test(epoch, val_loader)
-        is_best = top1 < best_top1
-        if is_best:
-            best_top1, best_top5 = top1, top5
+        epoch_times.append(time.perf_counter() - started)
+        if run.update(epoch, top1, top5, model if main_process else None):
             print(format_best(top1, top5))
+        row = metrics.EpochMetrics(epoch, train_loss, train_top1, train_top5, top1, top5,
+                                   trainer.current_lr, epoch_times[-1])
+        eta = sum(epoch_times) / len(epoch_times) * (n_epochs - epoch)
+        print(metrics.format_summary(row, n_epochs, time.perf_counter() - trainer.started, eta))
         if main_process:
-            checkpoints.save(epoch, model, trainer.optim_state_lua(), is_best, opt,
-                             best=(best_top1, best_top5))
-    print(format_finished(best_top1, best_top5))
+            metrics.write_metrics(opt.save, row, previous=opt.resume if checkpoint else None)
+            if run.due(epoch):
+                run.save(epoch, model, trainer.optim_state_lua(), checkpoints.rng_state(loaders))
+    print(format_finished(run.top1, run.top5))
+    if math.isfinite(run.top1):
+        print(metrics.format_final(run.epoch, run.top1, run.top5, run.path))
 
 
 def main(argv: list[str] | None = None) -> int:

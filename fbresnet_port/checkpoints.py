@@ -1,34 +1,56 @@
-"""Checkpoints in the original layout (port of ``checkpoints.lua``).
+"""Checkpoints in the original layout (port of ``checkpoints.lua``), plus what a long run needs.
 
-Every epoch ``save`` writes, in ``-save``:
+Every saved epoch (every ``-saveEvery`` epochs and the last) writes, in ``-save``:
 
 * ``model_<epoch>.t7``: the model as a Lua ``nn`` tree in float32 (what ``model:float():clearState()``
   gives), so the original Lua code can ``torch.load`` and run it;
 * ``optimState_<epoch>.t7``: the ``optim.sgd`` state table (``learningRate``, ``momentum``,
   ``nesterov``, ``dampening``, ``weightDecay``, ``evalCounter``, ``dfdx``) with ``dfdx`` the momentum
-  buffer in Lua's flat parameter order, stored as a CUDA tensor class as Lua's GPU runs did;
-* ``latest.t7``: ``{epoch, modelFile, optimFile}``, written last, plus ``bestTop1``/``bestTop5`` so a
-  resumed run knows its best model (the Lua code forgot it, PARITY §9 #11);
-* ``model_best.t7`` when this epoch's top-1 error is the best so far.
+  buffer in Lua's flat parameter order, stored as a CUDA tensor class as Lua's GPU runs did
+  (``-checkpointTensorType float``: ``torch.FloatTensor``/``DoubleTensor``, loadable without cutorch);
+* ``model_best.t7`` when an epoch since the last save had the best top-1 error so far;
+* ``latest.t7``, written **last**: ``{epoch, modelFile, optimFile}`` as Lua's, plus fields Lua
+  ignores: ``bestTop1``/``bestTop5``/``bestEpoch`` (the Lua code forgot the best, PARITY §9 #11) and
+  ``rngState`` (torch's CPU and CUDA generators and the data loaders' worker streams, ByteTensors)
+  so that ``-resume`` continues a seeded run exactly as if it had not stopped.
 
-Every file is written atomically (temp file + rename): an interrupted save never leaves a broken
-``latest.t7``, and ``latest.t7`` only names files that are complete.
+``latest.t7`` is the commit point. Each file is written atomically (temp file + rename, with the
+user's umask), so a run killed at any moment leaves: ``latest.t7`` naming complete files of the last
+committed epoch; perhaps complete ``model_<N>``/``optimState_<N>`` files of the next one (they are
+rewritten when that epoch is redone); perhaps a ``model_best.t7`` of that uncommitted epoch (it was
+better than every committed one, and the exact resume redoes the epoch and writes it again); perhaps
+``.<name>.<random>.tmp`` files, which the next run removes at start. ``-keepCheckpoints K`` deletes
+older ``model_<N>``/``optimState_<N>`` files only after ``latest.t7`` is written, and never the ones
+``latest.t7`` names or ``model_best.t7``.
 """
 from __future__ import annotations
 
 import math
+import os
+import re
+import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import t7
+from . import fileio, t7
 from .errors import UserError, unreadable_t7
 
-# Lua tensor class of the optimiser's dfdx, by -precision (the original kept it on the GPU).
-_DFDX_TYPENAME = {"single": "torch.CudaTensor", "double": "torch.CudaDoubleTensor",
-                  "half": "torch.CudaTensor"}
+# Lua tensor class of the optimiser's dfdx, by -checkpointTensorType and -precision (the original
+# kept it on the GPU; "float" names the CPU class of the same precision).
+_DFDX_TYPENAME = {("cuda", "single"): "torch.CudaTensor", ("cuda", "double"): "torch.CudaDoubleTensor",
+                  ("cuda", "half"): "torch.CudaTensor", ("float", "single"): "torch.FloatTensor",
+                  ("float", "double"): "torch.DoubleTensor", ("float", "half"): "torch.FloatTensor"}
+
+_EPOCH_FILE = re.compile(r"^(model|optimState)_(\d+)\.t7$")
+# temp files of the names a run writes in -save (t7.save / fileio: ".<name>.<random>.tmp")
+STALE_TEMP = fileio.temp_name_pattern([r"latest\.t7", r"model_best\.t7", r"model_\d+\.t7",
+                                       r"optimState_\d+\.t7", r"metrics\.csv"])
+# Test hook: "<epoch>:<file name>" kills the process (SIGKILL) just before that file is written.
+KILL_HOOK_ENV = "FBRESNET_TEST_KILL_BEFORE"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -93,29 +115,181 @@ def model_to_lua(model: nn.Module) -> t7.TorchObject:
     return to_lua(unwrap(model))
 
 
-def optim_state_to_lua(optim_state: dict, precision: str = "single") -> dict:
-    """The ``optim.sgd`` table with ``dfdx`` as a 1-D CUDA-class tensor, as Lua wrote it."""
+def optim_state_to_lua(optim_state: dict, precision: str = "single", tensor_type: str = "cuda") -> dict:
+    """The ``optim.sgd`` table with ``dfdx`` as a 1-D tensor of class ``torch.Cuda[Double]Tensor``
+    (``tensor_type`` ``cuda``, as Lua's GPU runs wrote it) or ``torch.Float/DoubleTensor`` (``float``)."""
     table = {k: v for k, v in optim_state.items() if v is not None}
     dfdx = table.get("dfdx")
     if isinstance(dfdx, torch.Tensor):
-        name = _DFDX_TYPENAME.get(precision, "torch.CudaTensor")
-        dtype = torch.float64 if name == "torch.CudaDoubleTensor" else torch.float32
+        name = _DFDX_TYPENAME.get((tensor_type, precision), "torch.CudaTensor")
+        dtype = torch.float64 if "Double" in name else torch.float32
         table["dfdx"] = t7.as_typename(dfdx.detach().to("cpu", dtype).contiguous().view(-1), name)
     return table
 
 
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files a killed run left in ``folder`` for the names a run writes there."""
+    return fileio.remove_stale_temp_files(folder, STALE_TEMP)
+
+
+def _kill_hook(epoch: int, name: str) -> None:
+    """For tests: die here (SIGKILL, no cleanup) when ``$FBRESNET_TEST_KILL_BEFORE`` is ``epoch:name``."""
+    if os.environ.get(KILL_HOOK_ENV) == f"{epoch}:{name}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write(folder: Path, epoch: int, name: str, obj: Any) -> None:
+    _kill_hook(epoch, name)
+    if isinstance(obj, bytes):  # an already serialised object (a kept best model)
+        fileio.atomic_write_bytes(folder / name, obj)
+    else:
+        t7.save(folder / name, obj)  # atomic, with the user's file mode
+
+
+def prune(folder: str | os.PathLike, epoch: int, keep: int) -> list[Path]:
+    """``-keepCheckpoints keep``: delete ``model_<N>``/``optimState_<N>`` files of all but the last
+    ``keep`` saved epochs up to ``epoch`` (``epoch``'s own files, which latest.t7 names, always stay;
+    later epochs' files and ``model_best.t7`` are not touched). ``keep <= 0`` keeps everything."""
+    if keep <= 0:
+        return []
+    files: dict[int, list[Path]] = {}
+    for path in Path(folder).iterdir():
+        m = _EPOCH_FILE.match(path.name)
+        if m and int(m.group(2)) <= epoch:
+            files.setdefault(int(m.group(2)), []).append(path)
+    kept = set(sorted(files)[-keep:]) | {epoch}
+    removed = []
+    for e, paths in files.items():
+        if e not in kept:
+            for path in paths:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 def save(epoch: int, model: nn.Module, optim_state: dict, is_best: bool, opt: Any,
-         best: tuple[float, float] | None = None) -> None:
-    """Port of ``checkpoints.save``: model, optimiser state, ``latest.t7`` (and ``model_best.t7``)."""
+         best: tuple[float, float] | None = None, *, best_epoch: int | None = None,
+         best_model: bytes | None = None, rng: Mapping[str, Any] | None = None) -> None:
+    """Port of ``checkpoints.save``: model, optimiser state, ``model_best.t7`` (when ``is_best``) and
+    ``latest.t7`` last (the commit point), then ``-keepCheckpoints`` pruning.
+
+    ``best_model``: the serialised best model of an earlier, unsaved epoch (``-saveEvery``), written
+    as ``model_best.t7`` instead of this epoch's; ``rng``: :func:`rng_state`'s table for latest.t7.
+    """
     folder = Path(opt.save)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(folder)
     model_file, optim_file = f"model_{epoch}.t7", f"optimState_{epoch}.t7"
     lua_model = model_to_lua(model)
-    t7.save(folder / model_file, lua_model)
-    t7.save(folder / optim_file, optim_state_to_lua(optim_state, getattr(opt, "precision", "single")))
+    _write(folder, epoch, model_file, lua_model)
+    tensor_type = str(getattr(opt, "checkpointTensorType", "cuda"))
+    _write(folder, epoch, optim_file,
+           optim_state_to_lua(optim_state, getattr(opt, "precision", "single"), tensor_type))
+    if is_best:
+        _write(folder, epoch, "model_best.t7", best_model if best_model is not None else lua_model)
     info: dict[str, Any] = {"epoch": epoch, "modelFile": model_file, "optimFile": optim_file}
     if best is not None and all(math.isfinite(v) for v in best):
         info["bestTop1"], info["bestTop5"] = float(best[0]), float(best[1])
-    t7.save(folder / "latest.t7", info)
-    if is_best:
-        t7.save(folder / "model_best.t7", lua_model)
+        if best_epoch is not None:
+            info["bestEpoch"] = int(best_epoch)
+    if rng is not None:
+        info["rngState"] = dict(rng)
+    _write(folder, epoch, "latest.t7", info)
+    prune(folder, epoch, int(getattr(opt, "keepCheckpoints", 0) or 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Random number generator states (no Lua counterpart: what makes -resume exact)
+
+def rng_state(loaders: Mapping[str, Any]) -> dict[str, Any]:
+    """Lua-storable snapshot of every random stream of the run: ``{torch = ByteTensor,
+    cuda = {ByteTensor per device}, <loader name> = loader.rng_state()}``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    for name, loader in loaders.items():
+        state[name] = loader.rng_state()
+    return state
+
+
+def restore_rng(checkpoint: Mapping[str, Any] | None, loaders: Mapping[str, Any]) -> None:
+    """Put back the streams :func:`rng_state` saved in ``checkpoint`` (latest.t7), before training.
+
+    Checkpoints without them (written by Lua or older versions) resume as Lua did: the run
+    continues, but not with the data order and augmentation of an uninterrupted run.
+    """
+    if checkpoint is None:
+        return
+    state = checkpoint.get("rngState")
+    if not isinstance(state, Mapping) or not isinstance(state.get("torch"), torch.Tensor):
+        print("=> The checkpoint has no random number generator states (written by Lua or an older "
+              "version): data order and augmentation will differ from an uninterrupted run")
+        return
+    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).clone())
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        states = list(cuda.values()) if isinstance(cuda, Mapping) else list(cuda)
+        for device, s in enumerate(states[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(torch.as_tensor(s, dtype=torch.uint8).clone(), device)
+    lost = [name for name, loader in loaders.items()
+            if isinstance(state.get(name), Mapping) and not loader.set_rng_state(state[name])]
+    if lost:
+        print(f"=> -nThreads (or the number of processes) differs from the interrupted run's: the "
+              f"{' and '.join(lost)} loader's augmentation streams restart from their seeds")
+
+
+def _as_epoch(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+class RunCheckpoints:
+    """When to save, and the best model so far, across one run (main.lua's loop bookkeeping).
+
+    ``update`` records an epoch's test scores (best = strictly lower top-1, as Lua); ``due`` says
+    whether the epoch is saved (every ``-saveEvery`` epochs and the last); ``save`` writes the set.
+    With ``-saveEvery N > 1`` a best model of an unsaved epoch is kept (serialised, in memory) and
+    written as ``model_best.t7`` with the next save, so ``model_best.t7`` and the best recorded in
+    ``latest.t7`` always go together.
+    """
+
+    def __init__(self, opt: Any, checkpoint: Mapping[str, Any] | None = None):
+        self.opt = opt
+        self.folder = Path(opt.save)
+        self.save_every = max(1, int(getattr(opt, "saveEvery", 1) or 1))
+        cp = checkpoint or {}
+        self.top1 = float(cp.get("bestTop1", math.inf))
+        self.top5 = float(cp.get("bestTop5", math.inf))
+        self.epoch = _as_epoch(cp.get("bestEpoch"))
+        self.path: Path | None = None
+        if checkpoint is not None and math.isfinite(self.top1):
+            for folder in (Path(str(opt.resume)), self.folder):
+                if (folder / "model_best.t7").is_file():  # the resumed run's own, first
+                    self.path = folder / "model_best.t7"
+                    break
+        self._unsaved_best: bytes | int | None = None  # serialised model, or the epoch to take it from
+
+    def due(self, epoch: int) -> bool:
+        """Whether ``epoch`` writes a checkpoint: every ``-saveEvery`` epochs, and the last one."""
+        return epoch % self.save_every == 0 or epoch >= int(self.opt.nEpochs)
+
+    def update(self, epoch: int, top1: float, top5: float, model: nn.Module | None) -> bool:
+        """Record ``epoch``'s test errors; True when it is the best so far (Lua: ``top1 < bestTop1``).
+
+        ``model`` is kept for the next save when ``epoch`` is not saved (None: a process that
+        does not write checkpoints)."""
+        if not top1 < self.top1:
+            return False
+        self.top1, self.top5, self.epoch = top1, top5, epoch
+        keep = model is not None and not self.due(epoch)
+        self._unsaved_best = t7.dumps(model_to_lua(model)) if keep else epoch
+        return True
+
+    def save(self, epoch: int, model: nn.Module, optim_state: dict,
+             rng: Mapping[str, Any] | None = None) -> None:
+        """:func:`save` of ``epoch`` with the pending best model, if any."""
+        pending = self._unsaved_best
+        save(epoch, model, optim_state, pending is not None, self.opt, best=(self.top1, self.top5),
+             best_epoch=self.epoch, best_model=pending if isinstance(pending, bytes) else None, rng=rng)
+        if pending is not None:
+            self.path = self.folder / "model_best.t7"
+        self._unsaved_best = None

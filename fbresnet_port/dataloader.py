@@ -20,6 +20,10 @@ Behaviour (PARITY.md §6.1):
 * Datasets with a ``get_batch`` method (CIFAR) preprocess a batch at once (vectorised); others
   (ImageNet) run ``get`` + ``preprocess`` per sample. An image that cannot be read (``OSError``) is
   skipped with a warning and counted in ``loader.skipped``; a batch left empty is not yielded.
+* Exact resume (not in Lua): every batch comes back with its worker's generator state, so
+  :meth:`DataLoader.rng_state` knows each worker's stream position after a pass and
+  :meth:`DataLoader.set_rng_state` (before the first pass) makes a resumed run's workers continue
+  where the interrupted run's stopped.
 
 Distributed (``torchrun``, Lua ``-nGPU N``, PARITY §9 #29): ``-batchSize`` stays the global batch
 size and ``len(loader)`` the number of global batches on every rank. Every rank draws the pass's
@@ -137,12 +141,20 @@ class _Jobs(tud.Dataset):
         self.n_threads = n_threads
         self.rank = rank
         self.generator: torch.Generator | None = None
+        self.worker_idx = 0
+        self.resume_states: dict[int, torch.Tensor] = {}  # worker idx -> generator state to start from
         self._preprocess = None
 
     def start_worker(self, idx: int) -> None:
-        """Lua ``main(idx)``: seed this worker (:func:`worker_seed`, 1-based idx), build preprocess."""
-        torch.set_num_threads(1)
+        """Lua ``main(idx)``: seed this worker (:func:`worker_seed`, 1-based idx), build preprocess.
+
+        A state in ``resume_states[idx]`` (a resumed run) replaces the seed's."""
+        if tud.get_worker_info() is not None:  # a worker process; -nThreads 0 keeps the main process's threads
+            torch.set_num_threads(1)
+        self.worker_idx = idx
         self.generator = _make_generator(worker_seed(self.seed, self.n_threads, self.rank, idx))
+        if idx in self.resume_states:
+            self.generator.set_state(self.resume_states[idx])
         if not hasattr(self.dataset, "get_batch"):
             self._preprocess = self.dataset.preprocess()
 
@@ -153,9 +165,15 @@ class _Jobs(tud.Dataset):
         return build_batch(self.dataset, self._preprocess, indices, self.n_crops, self.generator)
 
     def __getitem__(self, key: torch.Tensor | tuple[torch.Tensor, int, int]
-                    ) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, int, bool, int, torch.Tensor]:
+        """``(input, target, skipped, placeholder, worker idx, worker generator state after it)``."""
         if self.generator is None:
             self.start_worker(1)
+        x, y, skipped, placeholder = self._job(key)
+        return x, y, skipped, placeholder, self.worker_idx, self.generator.get_state()
+
+    def _job(self, key: torch.Tensor | tuple[torch.Tensor, int, int]
+             ) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
         if isinstance(key, torch.Tensor):
             x, y, skipped = self._build(key)
             return x.to(self.dtype), y, skipped, False
@@ -242,6 +260,7 @@ class DataLoader:
         self.rank = distributed.rank() if rank is None else int(rank)
         self.world_size = distributed.world_size() if world_size is None else int(world_size)
         self.skipped = 0
+        self._worker_states: dict[int, torch.Tensor] = {}  # worker idx -> state after its last batch
         self._jobs = _Jobs(dataset, self.n_crops, self.dtype, self.manual_seed, self.n_threads,
                            self.rank)
         self._sampler = _EpochSampler(self.size_, self.batch_size, generator, self.rank,
@@ -261,7 +280,8 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         skipped = 0
-        for x, y, n_skipped, placeholder in self._loader:
+        for x, y, n_skipped, placeholder, worker, state in self._loader:
+            self._worker_states[worker] = state
             skipped += n_skipped
             self.skipped += n_skipped
             if y.numel():
@@ -272,3 +292,38 @@ class DataLoader:
     def run(self) -> Iterator[tuple[int, Batch]]:
         """Lua ``DataLoader:run()``: ``(n, sample)`` pairs, n counting from 1."""
         return enumerate(self, start=1)
+
+    # -- exact resume (no Lua counterpart: Lua checkpoints keep no RNG state) ---------------------
+
+    def rng_state(self) -> dict[str, Any]:
+        """This loader's random streams between passes, as a Lua-storable table:
+        ``{nThreads, rank, worldSize, workers = {[idx] = ByteTensor}}`` (+ ``permutation`` when the
+        loader has its own permutation generator). Workers that built no batch yet are left out
+        (they are still at their seed)."""
+        state: dict[str, Any] = {"nThreads": self.n_threads, "rank": self.rank,
+                                 "worldSize": self.world_size,
+                                 "workers": {k: v.clone() for k, v in sorted(self._worker_states.items())}}
+        if self._sampler.generator is not None:
+            state["permutation"] = self._sampler.generator.get_state()
+        return state
+
+    def set_rng_state(self, state: Any) -> bool:
+        """Continue the streams saved by :meth:`rng_state`; call before the first pass.
+
+        Returns False (and changes nothing) when the state is from another ``-nThreads``, rank or
+        world size, where worker streams cannot line up with the saved ones."""
+        if (int(state.get("nThreads", -1)) != self.n_threads or int(state.get("rank", -1)) != self.rank
+                or int(state.get("worldSize", -1)) != self.world_size):
+            return False
+        if self.n_threads and getattr(self._loader, "_iterator", None) is not None:
+            raise RuntimeError("set_rng_state must be called before the loader's worker processes start")
+        workers = state.get("workers") or {}
+        items = workers.items() if isinstance(workers, dict) else enumerate(workers, 1)
+        states = {int(k): torch.as_tensor(v, dtype=torch.uint8).clone() for k, v in items}
+        self._jobs.resume_states = states
+        self._worker_states = dict(states)
+        if self._jobs.generator is not None and self._jobs.worker_idx in states:  # nThreads 0, started
+            self._jobs.generator.set_state(states[self._jobs.worker_idx])
+        if self._sampler.generator is not None and state.get("permutation") is not None:
+            self._sampler.generator.set_state(torch.as_tensor(state["permutation"], dtype=torch.uint8))
+        return True

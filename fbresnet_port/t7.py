@@ -43,6 +43,7 @@ from typing import Any, BinaryIO, Iterable
 import numpy as np
 import torch
 
+from . import fileio
 from .errors import UserError
 
 __all__ = [
@@ -1232,6 +1233,7 @@ def save(path: str | os.PathLike, obj: Any, *, long_size: int = 8, ascii: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, fileio.creation_mode())  # the mode open() would give under the umask, not mkstemp's 0600
         with os.fdopen(fd, "wb") as raw:
             f = io.BufferedWriter(raw, buffer_size=1 << 20)
             _write(f, obj, long_size, ascii)

@@ -2,8 +2,9 @@
 
 :class:`Trainer` runs one epoch of training (:meth:`Trainer.train`) or validation
 (:meth:`Trainer.test`) over any sized iterable of ``(input, target)`` batches (targets 0-based) and
-prints the Lua log lines character for character. The optimiser is Lua ``optim.sgd`` as configured by
-``train.lua`` (Nesterov, dampening 0, weight decay on every parameter), which is exactly
+prints the Lua log lines character for character (plus, for long epochs, a `` | Progress:`` line
+with the epoch's ETA every :func:`~fbresnet_port.metrics.progress_interval` batches). The optimiser
+is Lua ``optim.sgd`` as configured by ``train.lua`` (Nesterov, dampening 0, weight decay on every parameter), which is exactly
 ``torch.optim.SGD(nesterov=True, dampening=0)`` with one parameter group; :meth:`Trainer.optim_state_lua`
 converts its state to the Lua ``optimState`` table and ``Trainer(..., optim_state=table)`` back.
 
@@ -32,6 +33,7 @@ from torch import nn
 
 from . import distributed
 from .errors import UserError
+from .metrics import format_progress, progress_interval
 from .opts import apply_backend_flags
 
 __all__ = [
@@ -211,6 +213,7 @@ class Trainer:
         if self.momentum != 0 and state.get("dfdx") is not None:
             self._restore_momentum(state["dfdx"])
         self.scaler: torch.amp.GradScaler | None = None
+        self.started = time.perf_counter()  # the run's clock, for the progress lines
         apply_backend_flags(opt)
 
     # -- optimiser state ---------------------------------------------------------------------
@@ -325,7 +328,8 @@ class Trainer:
 
         print("=> Training epoch # " + _lua_tostring(epoch), flush=True)
         self.model.train()
-        timer = data_timer = time.perf_counter()
+        every = progress_interval(size)
+        timer = data_timer = epoch_start = time.perf_counter()
         for n, batch in enumerate(dataloader, 1):
             if opt.lrShape == "cosine":
                 self.current_lr = self.learning_rate(epoch, n, size)
@@ -364,6 +368,9 @@ class Trainer:
             now = time.perf_counter()
             print(format_train_line(epoch, n, size, now - timer, data_time, loss_value, top1, top5,
                                     self.current_lr), flush=True)
+            if n % every == 0 and n < size:
+                print(format_progress(epoch, int(opt.nEpochs), n, size, now - epoch_start,
+                                      now - self.started), flush=True)
             timer = data_timer = time.perf_counter()
 
         return _mean(top1_sum, n_samples), _mean(top5_sum, n_samples), _mean(loss_sum, n_samples)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -170,3 +171,144 @@ def test_resume_errors_are_clear(tmp_path):
     with pytest.raises(UserError, match="latest.t7"):
         checkpoints.latest(opt)
     shutil.rmtree(broken)
+
+
+# -- a run's checkpoint policy: -saveEvery, -keepCheckpoints, umask, stale temp files, RNG fields ---------
+
+def _touch_epochs(folder, epochs):
+    folder.mkdir(parents=True, exist_ok=True)
+    for e in epochs:
+        (folder / f"model_{e}.t7").write_bytes(b"m")
+        (folder / f"optimState_{e}.t7").write_bytes(b"o")
+    for name in ("latest.t7", "model_best.t7", "model_x.t7", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+
+
+def test_prune_keeps_the_last_k_saved_epochs(tmp_path):
+    folder = tmp_path / "run"
+    _touch_epochs(folder, [2, 4, 6, 8, 10])
+    removed = checkpoints.prune(folder, 8, keep=2)
+    assert sorted(p.name for p in removed) == ["model_2.t7", "model_4.t7", "optimState_2.t7", "optimState_4.t7"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "latest.t7", "model_10.t7", "model_6.t7", "model_8.t7", "model_best.t7", "model_x.t7", "notes.txt",
+        "optimState_10.t7", "optimState_6.t7", "optimState_8.t7"]  # epoch 10 is later than latest: kept
+    assert checkpoints.prune(folder, 8, keep=0) == []
+    checkpoints.prune(folder, 8, keep=1)
+    assert not (folder / "model_6.t7").exists() and (folder / "model_8.t7").exists()
+
+
+def test_save_every_keeps_the_best_model_for_the_next_save(tmp_path, capsys):
+    """-saveEvery 2: epoch 1 (unsaved) is the best; its weights, not epoch 2's, become model_best.t7."""
+    opt = _tiny_opt(tmp_path, "-saveEvery", "2", "-nEpochs", "5")
+    model, criterion = models.setup(opt)
+    run = checkpoints.RunCheckpoints(opt)
+    assert [run.due(e) for e in range(1, 6)] == [False, True, False, True, True]  # and the last
+    trainer = Trainer(model, criterion, opt)
+    trainer.train(1, _batches())
+    assert run.update(1, 60.0, 20.0, model)
+    epoch1 = _flat(model).clone()
+    trainer.train(2, _batches(1))
+    assert not run.update(2, 60.0, 10.0, model)  # not strictly better
+    assert not torch.equal(_flat(model), epoch1)
+    run.save(2, model, trainer.optim_state_lua())
+    folder = tmp_path / "run"
+    best = torch.cat([p.tensor.reshape(-1) for p in lua_parameters(t7.load(folder / "model_best.t7"))])
+    assert torch.equal(best, epoch1)
+    latest = t7.load(folder / "latest.t7")
+    assert (latest["epoch"], latest["bestEpoch"], latest["bestTop1"], latest["bestTop5"]) == (2, 1, 60.0, 20.0)
+    assert run.path == folder / "model_best.t7"
+    # a resumed run knows its best (and where the model is)
+    resumed = checkpoints.RunCheckpoints(_tiny_opt(tmp_path, "-resume", str(folder)), dict(latest))
+    assert (resumed.epoch, resumed.top1, resumed.top5, resumed.path) == (1, 60.0, 20.0, folder / "model_best.t7")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_follow_the_umask(tmp_path, umask, mode, capsys):
+    opt = _tiny_opt(tmp_path)
+    model, criterion = models.setup(opt)
+    old = os.umask(umask)
+    try:
+        checkpoints.save(1, model, Trainer(model, criterion, opt).optim_state_lua(), True, opt)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
+    assert modes == dict.fromkeys(["latest.t7", "model_1.t7", "model_best.t7", "optimState_1.t7"], mode)
+
+
+def test_stale_temp_files_of_the_run_are_removed_on_save(tmp_path, capsys):
+    opt = _tiny_opt(tmp_path)
+    folder = tmp_path / "run"
+    folder.mkdir(exist_ok=True)
+    stale = [".latest.t7.a1b2c3.tmp", ".model_7.t7.x.tmp", ".optimState_12.t7.q_9.tmp", ".model_best.t7.zz.tmp",
+             ".metrics.csv.k.tmp"]
+    foreign = [".latest.t7", "latest.t7.tmp", ".data.bin.abc.tmp", ".model_7.t7.tmp.keep"]
+    for name in stale + foreign:
+        (folder / name).write_bytes(b"partial")
+    model, criterion = models.setup(opt)
+    checkpoints.save(1, model, Trainer(model, criterion, opt).optim_state_lua(), False, opt)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(foreign + ["latest.t7", "model_1.t7",
+                                                                         "optimState_1.t7"])
+
+
+@pytest.mark.parametrize("precision, typename", [("single", "torch.FloatTensor"), ("double", "torch.DoubleTensor")])
+def test_checkpoint_tensor_type_float(precision, typename, tmp_path):
+    state = {"learningRate": 0.1, "momentum": 0.9, "dfdx": torch.arange(4, dtype=torch.float64) / 3}
+    table = checkpoints.optim_state_to_lua(state, precision, "float")
+    t7.save(tmp_path / "o.t7", table)
+    back = t7.load(tmp_path / "o.t7")
+    assert t7.typename_of(back["dfdx"]) == typename
+    expected = state["dfdx"] if precision == "double" else state["dfdx"].float()
+    assert torch.equal(back["dfdx"], expected)
+    cuda = t7.load_bytes(t7.dumps(checkpoints.optim_state_to_lua(state, precision, "cuda")))
+    assert t7.typename_of(cuda["dfdx"]) == typename.replace("torch.", "torch.Cuda").replace("CudaFloat", "Cuda")
+
+
+def _lua_values(x):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield k
+            yield from _lua_values(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _lua_values(v)
+    else:
+        yield x
+
+
+def test_latest_rng_fields_are_plain_lua_values(tmp_path, capsys):
+    """What Lua's torch.load reads without extra classes: numbers, strings, booleans, tables, ByteTensors;
+    Lua's own fields keep their types."""
+    from fbresnet_port.dataloader import DataLoader
+
+    class Tiny:
+        def size(self):
+            return 10
+
+        def get_batch(self, indices, generator, n_crops):
+            return torch.rand(len(indices), 1, generator=generator), indices.clone(), 0
+
+    opt = _tiny_opt(tmp_path, "-batchSize", "4", "-manualSeed", "3")
+    loader = DataLoader(Tiny(), opt, "train")
+    first_pass = [b.input for b in loader]
+    model, criterion = models.setup(opt)
+    rng = checkpoints.rng_state({"train": loader})
+    checkpoints.save(1, model, Trainer(model, criterion, opt).optim_state_lua(), True, opt, best=(5.0, 1.0),
+                     best_epoch=1, rng=rng)
+    latest = t7.load(tmp_path / "run" / "latest.t7")
+    assert (latest["epoch"], latest["modelFile"], latest["optimFile"]) == (1, "model_1.t7", "optimState_1.t7")
+    for v in _lua_values(latest):
+        assert isinstance(v, (int, float, str, bool, torch.Tensor)), type(v)
+        if isinstance(v, torch.Tensor):
+            assert t7.typename_of(v) == "torch.ByteTensor"
+    assert torch.equal(latest["rngState"]["torch"], torch.get_rng_state())
+
+    # the saved worker stream continues: a new loader set to it draws what the old one draws next
+    torch.manual_seed(11)
+    second_pass = [b.input for b in loader]
+    fresh = DataLoader(Tiny(), opt, "train")
+    assert fresh.set_rng_state(latest["rngState"]["train"])
+    torch.manual_seed(11)
+    assert all(torch.equal(a, b) for a, b in zip(second_pass, [b.input for b in fresh]))
+    assert not torch.equal(torch.cat(first_pass), torch.cat(second_pass))
+    other = DataLoader(Tiny(), _tiny_opt(tmp_path, "-batchSize", "4", "-nThreads", "1"), "train")
+    assert not other.set_rng_state(latest["rngState"]["train"])  # another -nThreads: not restorable

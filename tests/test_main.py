@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, data_file
-from fbresnet_port import t7
+from fbresnet_port import metrics, t7
 
 import main
 
@@ -79,6 +79,15 @@ def test_trains_densenet_on_cifar10_sample_and_resumes(tmp_path, capsys):
     assert (tmp_path / "gen" / "cifar10.t7").is_file()  # the Lua-layout cache
     latest = t7.load(tmp_path / "run" / "latest.t7")
     assert latest["epoch"] == 6 and (tmp_path / "run" / "model_6.t7").is_file()
+    # metrics.csv: one row per epoch with the logged test errors; the last line names the best model
+    rows = metrics.read_metrics(tmp_path / "run" / "metrics.csv")
+    assert [r.epoch for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert ["%.3f" % r.test_top1 for r in rows] == \
+        re.findall(r"^ \* Finished epoch # \d+ +top1: +([\d.]+)", out, re.M)
+    best = min(rows, key=lambda r: r.test_top1)
+    assert latest["bestEpoch"] == best.epoch
+    assert out.splitlines()[-1] == " * Best epoch %d: top1 %6.3f  top5 %6.3f  %s" % (
+        best.epoch, best.test_top1, best.test_top5, tmp_path / "run" / "model_best.t7")
 
     # resume: one more epoch (a longer schedule), starting from epoch 7 with the saved weights
     assert main.main(common + ["-nEpochs", "7", "-resume", str(tmp_path / "run")]) == 0
@@ -86,6 +95,7 @@ def test_trains_densenet_on_cifar10_sample_and_resumes(tmp_path, capsys):
     assert "=> Loading checkpoint" in out and "=> Training epoch # 7" in out
     assert "=> Training epoch # 1\n" not in out
     assert t7.load(tmp_path / "run" / "latest.t7")["epoch"] == 7
+    assert [r.epoch for r in metrics.read_metrics(tmp_path / "run" / "metrics.csv")] == list(range(1, 8))
 
     # test only, from the best model
     assert main.main(common + ["-testOnly", "true", "-retrain", str(tmp_path / "run" / "model_best.t7")]) == 0

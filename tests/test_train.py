@@ -310,10 +310,13 @@ def test_optim_state_wrong_size():
         make_trainer(tiny_model(), table)
 
 
-@pytest.mark.parametrize("overrides", [{"momentum": 0}, {"momentum": -0.5}])
-def test_nesterov_needs_momentum(overrides):
+def test_nesterov_needs_momentum():
     with pytest.raises(UserError, match="Nesterov momentum requires a momentum and zero dampening"):
-        make_trainer(**overrides)
+        make_trainer(momentum=0)
+    # a negative momentum can only come from an optimState table (the flag rejects it)
+    with pytest.raises(UserError, match="Nesterov momentum requires a momentum and zero dampening"):
+        make_trainer(None, {"learningRate": 0.1, "momentum": -0.5, "nesterov": True, "dampening": 0,
+                            "weightDecay": 0})
 
 
 def test_nesterov_needs_zero_dampening():
@@ -384,3 +387,23 @@ def test_optim_state_matches_lua_checkpoint(capsys):
     ref = lua_state["dfdx"].double()   # Lua float32 run: agree to float32 rounding of gradients
     assert state["dfdx"].shape == ref.shape
     assert (state["dfdx"] - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+
+
+# -- progress lines (not in Lua: added between Lua's lines, which stay as they were) ------------------
+
+def test_progress_lines_between_unchanged_lua_lines(capsys):
+    tr = make_trainer(tiny_model(), nEpochs=30)
+    tr.train(3, batches(25, batch=2))
+    lines = capsys.readouterr().out.splitlines()
+    progress = [(i, line) for i, line in enumerate(lines) if line.startswith(" | Progress:")]
+    # every max(10, ceil(25/10)) = 10 batches, right after that batch's line; none after the last
+    assert [i for i, _ in progress] == [11, 22]
+    for (i, line), n in zip(progress, (10, 20)):
+        assert re.fullmatch(rf" \| Progress: epoch 3/30  batch {n}/25  epoch time \d+:\d\d:\d\d  "
+                            r"epoch ETA \d+:\d\d:\d\d  run time \d+:\d\d:\d\d", line), line
+        assert lines[i - 1].startswith(f" | Epoch: [3][{n}/25]   Time ")
+    lua = [line for line in lines[1:] if not line.startswith(" | Progress:")]
+    assert len(lua) == 25 and all(re.fullmatch(rf" \| Epoch: \[3\]\[{n}/25\]   Time {NUM}  Data {NUM}  "
+                                               r"Err \d\.\d{3}  top1 [ \d]{3}\d\.\d\d  top5 [ \d]{3}\d\.\d\d"
+                                               r"  lr 0\.1000", line)
+                                  for n, line in enumerate(lua, 1))
