@@ -9,6 +9,7 @@ archive the Lua script downloads, ``cifar-100-binary.tar.gz`` (``cifar-100-binar
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .cifar10_gen import CifarSpec, Downloader, Layout, generate
 
@@ -26,6 +27,6 @@ LUA_URL = "http://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
 
 
 def exec(opt, cache_path: str | os.PathLike, *, url: str | None = None,
-         downloader: Downloader | None = None) -> None:
-    """Port of ``cifar100-gen.lua`` ``M.exec(opt, cacheFile)``."""
-    generate(CIFAR100, opt, cache_path, url=url, downloader=downloader)
+         downloader: Downloader | None = None) -> Path:
+    """Port of ``cifar100-gen.lua`` ``M.exec(opt, cacheFile)``; returns the source the cache was built from."""
+    return generate(CIFAR100, opt, cache_path, url=url, downloader=downloader)

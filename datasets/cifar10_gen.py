@@ -38,6 +38,8 @@ import torch
 from fbresnet_port import t7
 from fbresnet_port.errors import UserError
 
+from .source import SAMPLE_WORD, data_path
+
 NO_DOWNLOAD_ENV = "FBRESNET_NO_DOWNLOAD"
 DOWNLOAD_TIMEOUT_S = 20.0
 
@@ -273,7 +275,9 @@ def download_file(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> 
 def _download(spec: CifarSpec, gen_dir: Path, url: str, downloader: Downloader | None) -> Path:
     dest = gen_dir / spec.archive
     manual = (f"Download {spec.archive} from {spec.url} (on a machine with internet access) and put it at "
-              f"{dest}, or pass -data <path of the archive or of its extracted folder>.")
+              f"{dest}, or pass -data <path of the archive or of its extracted folder>"
+              + (f" (or -data {SAMPLE_WORD} for the small CIFAR-10 sample shipped with this project)."
+                 if spec.dataset == "cifar10" else "."))
     if os.environ.get(NO_DOWNLOAD_ENV):
         raise UserError(f"{spec.title} not found and downloads are disabled (${NO_DOWNLOAD_ENV}). {manual}")
     print(f"=> Downloading {spec.title} dataset from {url}")
@@ -325,10 +329,12 @@ def _from_path(path: Path, spec: CifarSpec, cache_path: Path) -> bool:
 
 
 def generate(spec: CifarSpec, opt, cache_path: str | os.PathLike, *, url: str | None = None,
-             downloader: Downloader | None = None) -> None:
-    """Build ``cache_path`` for ``spec`` from ``opt.data``, the ``-gen`` folder or a download."""
+             downloader: Downloader | None = None) -> Path:
+    """Build ``cache_path`` for ``spec`` from ``opt.data``, the ``-gen`` folder or a download.
+
+    Returns the file or folder the cache was built from."""
     cache_path = Path(cache_path)
-    data = str(getattr(opt, "data", "") or "")
+    data = data_path(opt)
     gen_dir = Path(getattr(opt, "gen", "gen") or "gen")
     if data:
         path = Path(data)
@@ -339,19 +345,20 @@ def generate(spec: CifarSpec, opt, cache_path: str | os.PathLike, *, url: str | 
             looked = ", ".join(lay.folder for lay in spec.layouts)
             raise UserError(f"-data {data}: no {spec.title} data found (looked for {spec.dataset}.t7, "
                             f"{', '.join(spec.archives)} and the folders {looked})")
-        return
+        return path
     for c in _candidates(gen_dir, spec) if gen_dir.is_dir() else []:
         if c.resolve() != cache_path.resolve() and _from_path(c, spec, cache_path):
-            return
+            return c
     archive = _download(spec, gen_dir, url or spec.url, downloader)
     if not _from_path(archive, spec, cache_path):
         raise UserError(f"the downloaded file {archive} holds no {spec.title} data; delete it and retry")
+    return archive
 
 
 def exec(opt, cache_path: str | os.PathLike, *, url: str | None = None,
-         downloader: Downloader | None = None) -> None:
-    """Port of ``cifar10-gen.lua`` ``M.exec(opt, cacheFile)``."""
-    generate(CIFAR10, opt, cache_path, url=url, downloader=downloader)
+         downloader: Downloader | None = None) -> Path:
+    """Port of ``cifar10-gen.lua`` ``M.exec(opt, cacheFile)``; returns the source (see :func:`generate`)."""
+    return generate(CIFAR10, opt, cache_path, url=url, downloader=downloader)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m datasets.cifar10_gen DATA GEN

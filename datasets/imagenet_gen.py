@@ -36,16 +36,49 @@ def _is_image(name: str) -> bool:
     return name.lower().rsplit(".", 1)[-1] in EXTENSIONS and "." in name
 
 
+class _Progress:
+    """`` | <split>: 30% of the class folders (300/1000), 384,123 images`` lines, one per tenth of the
+    folders (ImageNet's 1.28 M training images take minutes to list; Lua printed nothing)."""
+
+    STEPS = 10
+
+    def __init__(self, split_dir: Path) -> None:
+        self.name = split_dir.name
+        with os.scandir(split_dir) as entries:
+            self.total = sum(1 for e in entries if e.is_dir())
+        self.shown = 0
+
+    def update(self, folders_done: int, images: int) -> None:
+        if not self.total:
+            return
+        step = folders_done * self.STEPS // self.total
+        if step > self.shown:
+            self.shown = step
+            print(f" | {self.name}: {100 * folders_done // self.total}% of the class folders "
+                  f"({folders_done}/{self.total}), {images:,} images", flush=True)
+
+
 def find_images(split_dir: Path, class_to_idx: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``findImages``: ``class/file`` paths as a zero-padded CharTensor and 1-based classes (LongTensor)."""
+    """``findImages``: ``class/file`` paths as a zero-padded CharTensor and 1-based classes (LongTensor).
+
+    Prints a progress line every tenth of the class folders."""
     paths: list[bytes] = []
     classes: list[int] = []
     found: list[tuple[bytes, str, str]] = []
-    for root, _dirs, files in os.walk(split_dir, followlinks=True):
+    progress = _Progress(split_dir)
+    folders_done = 0
+    for root, dirs, files in os.walk(split_dir, followlinks=True):
+        depth = len(Path(root).relative_to(split_dir).parts)
+        if depth == 0:
+            dirs.sort()
+        elif depth == 1:  # os.walk is depth-first: entering a class folder finishes the previous one
+            progress.update(folders_done, len(found))
+            folders_done += 1
         for f in files:
             if _is_image(f):
                 full = Path(root) / f
                 found.append((os.fsencode(full.relative_to(split_dir).as_posix()), Path(root).name, f))
+    progress.update(folders_done, len(found))
     found.sort(key=lambda x: x[0])
     for rel, class_name, f in found:
         idx = class_to_idx.get(class_name)

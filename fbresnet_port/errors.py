@@ -1,4 +1,9 @@
-"""Errors that are the user's to fix (a wrong flag, a missing file): printed without a traceback."""
+"""Errors that are the user's to fix (a wrong flag, a missing file): printed without a traceback.
+
+Warnings for the user go through :func:`note` (one ``note: ...`` line on stderr), not Python's
+``warnings`` module.
+"""
+import sys
 
 
 class UserError(Exception):
@@ -16,3 +21,8 @@ def unreadable_t7(what: str, path: object, err: Exception, fix: str) -> UserErro
     if detail.startswith(prefix):
         detail = detail[len(prefix):]
     return UserError(f"{what}: not a readable Torch .t7 file ({detail}); {fix}")
+
+
+def note(message: str) -> None:
+    """Tell the user something on stderr as one ``note: <message>`` line (the port's warnings)."""
+    print(f"note: {message}", file=sys.stderr, flush=True)

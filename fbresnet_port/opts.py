@@ -13,13 +13,23 @@ Deliberate differences from the Lua code (each named in the error or note it pro
 * errors are raised as :class:`OptionError` (a :class:`~fbresnet_port.errors.UserError`) with the
   Lua message (without its ``error:`` prefix) plus a hint, instead of printing the whole help;
   misspelt flags get a suggestion (``-lr`` -> ``did you mean -LR?``);
-* integer-valued options (``-batchSize``, ``-depth``, ``-nEpochs`` ...) reject fractions, and
-  ``-batchSize``/``-nGPU`` must be >= 1, ``-nThreads``/``-nEpochs`` >= 0 (Lua accepted
-  ``-batchSize 64.5``); numbers must be finite;
+* integer-valued options (``-batchSize``, ``-depth``, ``-nEpochs`` ...) reject fractions and numbers
+  must be finite (Lua accepted ``-batchSize 64.5``); impossible values are errors naming the rule and
+  an example value (``-growthRate``/``-depth``/``-batchSize``/``-nGPU``/``-epochNumber`` >= 1,
+  ``-LR``/``-weightDecay``/``-nClasses``/``-nThreads``/``-nEpochs``/``-d1``..``-d4`` >= 0,
+  ``0 < -reduction``, ``0 <= -dropRate < 1``, ``0 <= -momentum < 1``, ``|-manualSeed| <= 2^53``),
+  as are ``-shortcutType`` other than A/B/C, ``-epochNumber`` after ``-nEpochs`` (nothing
+  trained) and ``-nGPU`` above the machine's CUDA devices;
+* accepted values that build something else than they seem to print a ``note:`` line
+  (``-reduction`` > 1, ``-optMemory`` outside 0..5, ``-nClasses`` without ``-resetClassifier``,
+  ``-nGPU`` > 1 on the CPU); DenseNet depths are checked in :mod:`models.densenet`;
+* ``-data sample`` names the CIFAR-10 sample shipped in ``datasets/sample/`` (``-dataset cifar10``);
+* new options: ``-device auto|cpu|cuda`` (the Lua code ran on CUDA only), ``-nThreadsCompute``,
+  ``-printModel``, ``-saveEvery``, ``-keepCheckpoints``, ``-checkpointTensorType`` (not written to
+  the Lua ``opt`` of checkpoints);
 * ``-cudnn`` must be ``fastest``, ``default`` or ``deterministic`` (Lua ignored typos);
 * ``-tenCrop`` is refused for CIFAR and for ``-batchSize`` < 10 (the Lua code crashed / made
   empty batches);
-* ``-device auto|cpu|cuda`` is new (the Lua code could only run on CUDA);
 * flags that mean nothing in PyTorch (``-backend``, ``-optimState``, ``-optnet``,
   ``-shareGradInput``) are accepted and explained once on stderr with a ``note:`` line, as is a
   boolean value other than ``true``/``false`` (it counts as true, as in Lua) and an ``-lrShape``
@@ -41,6 +51,7 @@ from typing import Any, Iterable, Sequence
 import click
 
 from .errors import UserError
+from .errors import note as _note
 
 __all__ = [
     "Options", "OptionError", "OptionSpec", "OPTIONS", "HELP_FLAGS", "command", "parse",
@@ -55,6 +66,11 @@ TENSOR_TYPES = {"single": "torch.CudaTensor", "double": "torch.CudaDoubleTensor"
 CUDNN_MODES = ("fastest", "default", "deterministic")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SHAPES = ("multistep", "cosine")
+SHORTCUT_TYPES = ("A", "B", "C")
+CHECKPOINT_TENSOR_TYPES = ("cuda", "float")
+OPT_MEMORY_LEVELS = range(0, 6)
+SEED_LIMIT = 2 ** 53          # Lua numbers are doubles: larger seeds are not exact
+SAMPLE_DATA = "sample"        # -data sample: the CIFAR-10 sample shipped in datasets/sample/
 
 
 class OptionError(UserError):
@@ -66,14 +82,19 @@ class OptionSpec:
     """One ``cmd:option(key, default, help)`` line.
 
     ``kind`` is ``'string'``, ``'number'``, ``'integer'`` (a Lua number that must be whole) or
-    ``'boolean'`` (a Lua string turned into a bool by ``value ~= 'false'``); ``minimum`` bounds
-    numbers; ``lua`` is False for options the Lua code does not have.
+    ``'boolean'`` (a Lua string turned into a bool by ``value ~= 'false'``); ``minimum`` and
+    ``maximum`` bound numbers (excluded when ``open_min`` / ``open_max``); ``choices`` lists the
+    accepted strings; ``lua`` is False for options the Lua code does not have.
     """
     key: str
     default: Any
     help: str
     kind: str = "string"
     minimum: float | None = None
+    maximum: float | None = None
+    open_min: bool = False
+    open_max: bool = False
+    choices: tuple[str, ...] = ()
     lua: bool = True
 
     @property
@@ -90,9 +111,9 @@ def _o(key: str, default: Any, help: str, kind: str | None = None, **kw: Any) ->
 # Declaration order = help order (opts.lua of liuzhuang13/DenseNet, plus -device).
 OPTIONS: tuple[OptionSpec, ...] = (
     # General options
-    _o("-data", "", "Path to dataset"),
+    _o("-data", "", "Path to dataset ('sample': the small CIFAR-10 sample shipped with the project)"),
     _o("-dataset", "cifar10", "Options: imagenet | cifar10 | cifar100"),
-    _o("-manualSeed", 0, "Manually set RNG seed", "integer"),
+    _o("-manualSeed", 0, "Manually set RNG seed", "integer", minimum=-SEED_LIMIT, maximum=SEED_LIMIT),
     _o("-nGPU", 1, "Number of GPUs to use by default", "integer", minimum=1),
     _o("-backend", "cudnn", "Options: cudnn | cunn (no effect in PyTorch)"),
     _o("-cudnn", "fastest", "Options: fastest | default | deterministic"),
@@ -101,41 +122,52 @@ OPTIONS: tuple[OptionSpec, ...] = (
     _o("-device", "auto", "Options: auto | cpu | cuda (auto = cuda when available)", lua=False),
     # Data options
     _o("-nThreads", 2, "number of data loading threads", "integer", minimum=0),
+    _o("-nThreadsCompute", 0, "CPU threads for the model's computation (0 = PyTorch's default)",
+       "integer", minimum=0, lua=False),
     # Training options
     _o("-nEpochs", 0, "Number of total epochs to run", "integer", minimum=0),
-    _o("-epochNumber", 1, "Manual epoch number (useful on restarts)", "integer"),
+    _o("-epochNumber", 1, "Manual epoch number (useful on restarts)", "integer", minimum=1),
     _o("-batchSize", 32, "mini-batch size (1 = pure stochastic)", "integer", minimum=1),
     _o("-testOnly", "false", "Run on validation set only", "boolean"),
     _o("-tenCrop", "false", "Ten-crop testing", "boolean"),
     # Checkpointing options
     _o("-save", "checkpoints", "Directory in which to save checkpoints"),
     _o("-resume", "none", "Resume from the latest checkpoint in this directory"),
+    _o("-saveEvery", 1, "Save a checkpoint every N epochs (1 = every epoch, as Lua)", "integer",
+       minimum=1, lua=False),
+    _o("-keepCheckpoints", 0, "Keep only the last K epochs' model/optimState files (0 = keep all)",
+       "integer", minimum=0, lua=False),
+    _o("-checkpointTensorType", "cuda", "Options: cuda | float (tensor class in saved optimStates; "
+       "float loads in Lua without cutorch)", choices=CHECKPOINT_TENSOR_TYPES, lua=False),
     # Optimization options
-    _o("-LR", 0.1, "initial learning rate"),
-    _o("-momentum", 0.9, "momentum"),
-    _o("-weightDecay", 1e-4, "weight decay"),
+    _o("-LR", 0.1, "initial learning rate", minimum=0),
+    _o("-momentum", 0.9, "momentum", minimum=0, maximum=1, open_max=True),
+    _o("-weightDecay", 1e-4, "weight decay", minimum=0),
     _o("-lrShape", "multistep", "Learning rate: multistep|cosine"),
     # Model options
     _o("-netType", "resnet", "Options: resnet | preresnet | densenet"),
-    _o("-depth", 20, "ResNet depth: 18 | 34 | 50 | 101 | ...", "integer"),
-    _o("-shortcutType", "", "Options: A | B | C"),
+    _o("-depth", 20, "ResNet depth: 18 | 34 | 50 | 101 | ...", "integer", minimum=1),
+    _o("-shortcutType", "", "Options: A | B | C", choices=SHORTCUT_TYPES),
     _o("-retrain", "none", "Path to model to retrain with"),
     _o("-optimState", "none", "Path to an optimState to reload from"),
     _o("-shareGradInput", "false", "Share gradInput tensors to reduce memory usage", "boolean"),
     _o("-optnet", "false", "Use optnet to reduce memory usage", "boolean"),
     _o("-resetClassifier", "false", "Reset the fully connected layer for fine-tuning", "boolean"),
-    _o("-nClasses", 0, "Number of classes in the dataset", "integer"),
+    _o("-nClasses", 0, "Number of classes in the dataset", "integer", minimum=0),
+    _o("-printModel", "true", "Print the model's layers at start-up", "boolean", lua=False),
     # Model options for DenseNet
-    _o("-growthRate", 12, "Number of output channels at each convolutional layer", "integer"),
+    _o("-growthRate", 12, "Number of output channels at each convolutional layer", "integer",
+       minimum=1),
     _o("-bottleneck", "true", "Use 1x1 convolution to reduce dimension (DenseNet-B)", "boolean"),
-    _o("-reduction", 0.5, "Channel compress ratio at transition layer (DenseNet-C)"),
-    _o("-dropRate", 0, "Dropout probability"),
+    _o("-reduction", 0.5, "Channel compress ratio at transition layer (DenseNet-C)", minimum=0,
+       open_min=True),
+    _o("-dropRate", 0, "Dropout probability", minimum=0, maximum=1, open_max=True),
     _o("-optMemory", 2, "Optimize memory for DenseNet: 0 | 1 | 2 | 3 | 4 | 5", "integer"),
     # Used when depth is not one of 121, 161, 169, 201 (ImageNet only)
-    _o("-d1", 0, "Number of layers in block 1", "integer"),
-    _o("-d2", 0, "Number of layers in block 2", "integer"),
-    _o("-d3", 0, "Number of layers in block 3", "integer"),
-    _o("-d4", 0, "Number of layers in block 4", "integer"),
+    _o("-d1", 0, "Number of layers in block 1", "integer", minimum=0),
+    _o("-d2", 0, "Number of layers in block 2", "integer", minimum=0),
+    _o("-d3", 0, "Number of layers in block 3", "integer", minimum=0),
+    _o("-d4", 0, "Number of layers in block 4", "integer", minimum=0),
 )
 _BY_KEY = {spec.key: spec for spec in OPTIONS}
 _BY_NAME = {spec.name: spec for spec in OPTIONS}
@@ -227,10 +259,34 @@ def _number(spec: OptionSpec, value: Any) -> int | float:
     if spec.kind == "integer" and not integral:
         raise OptionError(f"invalid value for option {spec.key} (should be a whole number, "
                           f"got {_lua_number_string(number)})")
-    if spec.minimum is not None and number < spec.minimum:
-        raise OptionError(f"invalid value for option {spec.key} (should be at least "
-                          f"{_lua_number_string(spec.minimum)}, got {_lua_number_string(number)})")
+    if not _in_range(spec, number):
+        raise OptionError(f"invalid value for option {spec.key} (should be {_range_rule(spec)}, "
+                          f"got {_bound_string(number)}); use e.g. {spec.key} "
+                          f"{_default_string(spec.default)}")
     return int(number) if integral else number
+
+
+def _bound_string(value: float) -> str:
+    """A bound or value in a message: whole numbers in full (``9007199254740992``), else ``%.14g``."""
+    return str(int(value)) if value == int(value) and abs(value) < 1e18 else _lua_number_string(value)
+
+
+def _in_range(spec: OptionSpec, number: float) -> bool:
+    """Whether ``number`` is within ``spec``'s bounds."""
+    low, high = spec.minimum, spec.maximum
+    if low is not None and (number < low or (spec.open_min and number == low)):
+        return False
+    return high is None or (number < high or (not spec.open_max and number == high))
+
+
+def _range_rule(spec: OptionSpec) -> str:
+    """``spec``'s bounds in words: ``at least 0 and less than 1``."""
+    parts = []
+    if spec.minimum is not None:
+        parts.append(f"{'more than' if spec.open_min else 'at least'} {_bound_string(spec.minimum)}")
+    if spec.maximum is not None:
+        parts.append(f"{'less than' if spec.open_max else 'at most'} {_bound_string(spec.maximum)}")
+    return " and ".join(parts)
 
 
 def _coerce(spec: OptionSpec, value: Any) -> Any:
@@ -352,10 +408,6 @@ def _scan(argv: Sequence[str], prog: str) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # Post-processing (opts.lua after cmd:parse)
 
-def _note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
-
-
 def _unknown_choice(what: str, value: str, choices: Iterable[str]) -> OptionError:
     choices = tuple(choices)
     close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
@@ -411,6 +463,9 @@ def _finish(values: dict[str, Any], given: set[str], *, check_dirs: bool, notes:
         _make_save_dir(opt.save)
 
     # 3. Dataset defaults.
+    if opt.data == SAMPLE_DATA and opt.dataset in DATASETS and opt.dataset != "cifar10":
+        raise OptionError(f"-data {SAMPLE_DATA} is the CIFAR-10 sample shipped with this project and "
+                          f"works with -dataset cifar10 only; give -data PATH of your {opt.dataset} data")
     if opt.dataset == "imagenet":
         if check_dirs:
             train_dir = os.path.join(opt.data, "train")
@@ -434,9 +489,11 @@ def _finish(values: dict[str, Any], given: set[str], *, check_dirs: bool, notes:
 
     # 5., 6. Consistency checks of opts.lua.
     if opt.resetClassifier and opt.nClasses == 0:
-        raise OptionError("-nClasses required when resetClassifier is set")
+        raise OptionError("-nClasses required when resetClassifier is set (give the size of the new "
+                          "classifier, e.g. -resetClassifier true -nClasses 10)")
     if opt.shareGradInput and opt.optnet:
         raise OptionError("cannot use both -shareGradInput and -optnet")
+    _check_values(opt)
 
     # This port's checks (the Lua code crashed later or silently ignored these).
     if opt.tenCrop and opt.dataset != "imagenet":
@@ -450,6 +507,7 @@ def _finish(values: dict[str, Any], given: set[str], *, check_dirs: bool, notes:
     opt.cudnnBenchmark = opt.cudnn == "fastest"
     opt.cudnnDeterministic = opt.cudnn == "deterministic"
     opt.device = _resolve_device(opt.device)
+    _check_gpus(opt, notes)
 
     if notes:
         if "backend" in given:
@@ -465,7 +523,52 @@ def _finish(values: dict[str, Any], given: set[str], *, check_dirs: bool, notes:
         if opt.lrShape not in LR_SHAPES:
             _note(f"-lrShape '{opt.lrShape}' is neither multistep nor cosine: the learning rate "
                   f"stays at its initial value for every epoch (as in the Lua code)")
+        _value_notes(opt, given)
     return opt
+
+
+def _check_values(opt: Options) -> None:
+    """Errors for values opts.lua accepts but that cannot give the run the user asked for."""
+    for spec in OPTIONS:
+        value = getattr(opt, spec.name)
+        if spec.choices and value not in spec.choices:
+            raise _unknown_choice(spec.key, str(value), spec.choices)
+    if not opt.testOnly and opt.resume == "none" and opt.epochNumber > opt.nEpochs:
+        raise OptionError(f"-epochNumber {opt.epochNumber} is after the last epoch -nEpochs "
+                          f"{opt.nEpochs}: nothing would be trained; raise -nEpochs to at least "
+                          f"{opt.epochNumber} or lower -epochNumber")
+
+
+def _check_gpus(opt: Options, notes: bool) -> None:
+    """``-nGPU`` against the machine (torchrun jobs use one GPU per process and ignore it)."""
+    if opt.nGPU <= 1 or "WORLD_SIZE" in os.environ:
+        return
+    if opt.device == "cpu":
+        if notes:
+            _note(f"-nGPU {opt.nGPU}: running on the CPU (no CUDA device used), so one process "
+                  f"computes the whole batch")
+        return
+    import torch
+    count = torch.cuda.device_count()
+    if opt.nGPU > count:
+        raise OptionError(f"-nGPU {opt.nGPU}: this machine has {count} CUDA device(s); "
+                          f"use -nGPU {count} or fewer")
+
+
+def _value_notes(opt: Options, given: set[str]) -> None:
+    """``note:`` lines for accepted values that build or do something else than they seem to."""
+    densenet = opt.netType == "densenet"
+    if densenet and opt.reduction > 1:
+        _note(f"-reduction {_lua_number_string(opt.reduction)} is above 1: the transition layers "
+              f"multiply the channels by {_lua_number_string(opt.reduction)} instead of compressing "
+              f"them (DenseNet-C compresses with 0 < reduction <= 1, e.g. 0.5)")
+    if densenet and opt.optMemory not in OPT_MEMORY_LEVELS:
+        level = 5 if opt.optMemory > 5 else 0
+        _note(f"-optMemory {opt.optMemory} is outside 0..5: it acts as -optMemory {level} "
+              f"(as in the Lua code)")
+    if "nClasses" in given and opt.nClasses and not opt.resetClassifier:
+        _note(f"-nClasses {opt.nClasses} is only used with -resetClassifier true; the classifier "
+              f"has the classes of -dataset {opt.dataset}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,14 +38,13 @@ the blocks compute in the autocast dtype with float32 statistics and weights.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import OrderedDict
 from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from fbresnet_port.errors import UserError
+from fbresnet_port.errors import UserError, note
 
 from . import pointwise
 from .densenet_memory import dense_block
@@ -168,6 +167,9 @@ class DenseNet(nn.Module):
             c += n * growth
             if i < len(stages):
                 c_out = math.floor(c * reduction)
+                if c_out < 1:
+                    raise UserError(f"-reduction {reduction:g} leaves floor({c} x {reduction:g}) = {c_out} "
+                                    f"channels after dense block {i}: use a larger -reduction, e.g. 0.5")
                 mods[f"transition{i}"] = _Transition(c, c_out, drop_rate)
                 c = c_out
         mods["norm_final"] = nn.BatchNorm2d(c)
@@ -263,6 +265,24 @@ def _lua_opt_table(opt: Any) -> dict:
     return {k: v for k, v in raw.items() if not k.startswith("_") and isinstance(v, (str, int, float, bool))}
 
 
+def cifar_layers_per_block(depth: int, bottleneck: bool) -> int:
+    """Dense layers per CIFAR block: ``floor((depth-4)/3)``, halved for DenseNet-BC (densenet.lua's loop
+    ``for i=1,N`` runs floor(N) times, PARITY §9 #21). A depth that is not 3n+4 (6n+4 with the bottleneck)
+    prints a ``note:`` naming the depth built; one that leaves no layer is a :class:`UserError`."""
+    per_layer = 6 if bottleneck else 3  # convolutions per dense layer x 3 blocks
+    name = "DenseNet-BC" if bottleneck else "DenseNet"
+    n = max(0, (int(depth) - 4) // per_layer)
+    if n == 0:
+        smallest = per_layer + 4
+        raise UserError(f"{name} -depth {depth} has no dense layers: CIFAR {name} depth is {per_layer}n+4 with "
+                        f"n >= 1 layers per block (-bottleneck {str(bottleneck).lower()}); use -depth {smallest} "
+                        f"or more, e.g. -depth {100 if bottleneck else 40}")
+    if (int(depth) - 4) % per_layer:
+        note(f"{name} depth {depth}: ({depth}-4)/{per_layer} is not whole; building depth {n * per_layer + 4} "
+             f"({n} layers per block)")
+    return n
+
+
 def create_model(opt: Any) -> DenseNet:
     """Port of densenet.lua ``createModel(opt)``."""
     global _dropout_warned
@@ -276,16 +296,18 @@ def create_model(opt: Any) -> DenseNet:
     opt_memory = int(_opt(opt, "optMemory", 2))
     if dataset == "imagenet":
         stages = list(IMAGENET_STAGES.get(depth, [int(_opt(opt, f"d{i}", 0)) for i in range(1, 5)]))
+        if not any(stages):
+            known = ", ".join(str(d) for d in sorted(IMAGENET_STAGES))
+            raise UserError(f"ImageNet DenseNet -depth {depth} is not one of {known} and -d1 -d2 -d3 -d4 are all 0, "
+                            f"so it would have no dense layers: use one of these depths or give the layers of "
+                            f"each block, e.g. -d1 6 -d2 12 -d3 24 -d4 16")
     else:
-        n = (depth - 4) / 3
-        if bottleneck:
-            n /= 2
-        stages = [max(0, math.floor(n))] * 3  # Lua's `for i=1,N` runs floor(N) times (PARITY §9 #21)
+        stages = [cifar_layers_per_block(depth, bottleneck)] * 3
     if drop_rate > 0 and opt_memory >= 3 and not _dropout_warned:
         _dropout_warned = True
-        warnings.warn(f"-optMemory {opt_memory} uses the memory-efficient dense layers, which (as in the Lua "
-                      f"code) have no Dropout: -dropRate {drop_rate} applies to transitions only. "
-                      f"Use -optMemory 2 or lower for Dropout inside dense layers.", stacklevel=2)
+        note(f"-optMemory {opt_memory} uses the memory-efficient dense layers, which (as in the Lua "
+             f"code) have no Dropout: -dropRate {drop_rate:g} applies to transitions only. "
+             f"Use -optMemory 2 or lower for Dropout inside dense layers.")
     return DenseNet(stages, growth, bottleneck, float(_opt(opt, "reduction", 0.5)), drop_rate,
                     NUM_CLASSES[dataset], dataset == "imagenet", opt_memory,
                     bool(_opt(opt, "optnet", False)), bool(_opt(opt, "shareGradInput", False)),

@@ -296,14 +296,31 @@ def test_imagenet_cache_layout(tmp_path):
     assert b"torch.CharTensor" in raw and b"torch.LongTensor" in raw
 
 
-def test_imagenet_cache_regenerated_for_other_basedir(tmp_path):
+def test_imagenet_cache_regenerated_for_other_basedir(tmp_path, capsys):
     root = _imagenet_tree(tmp_path / "data")
     gen = str(tmp_path / "gen")
     datasets.load_image_info(_opt(dataset="imagenet", data=str(root), gen=gen))
+    assert capsys.readouterr().err == ""
     moved = tmp_path / "moved"
     shutil.copytree(root, moved)
     info = datasets.load_image_info(_opt(dataset="imagenet", data=str(moved), gen=gen))
     assert info["basedir"] == str(moved)
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: -data {moved}: the cache {tmp_path / 'gen' / 'imagenet.t7'} lists the images of {root}; "
+        f"rebuilding it"]
+
+
+def test_imagenet_listing_shows_progress(tmp_path, capsys):
+    """One line per tenth of the class folders (here 3: a line per folder), with the images so far:
+    train B_cls 2, a_cls 3, b_cls 2 images; val 2 per class (folders in byte order)."""
+    root = _imagenet_tree(tmp_path / "data")
+    datasets.load_image_info(_opt(dataset="imagenet", data=str(root), gen=str(tmp_path / "gen")))
+    progress = [line for line in capsys.readouterr().out.splitlines() if "% of the class folders" in line]
+    assert progress == [
+        " | val: 33% of the class folders (1/3), 2 images", " | val: 66% of the class folders (2/3), 4 images",
+        " | val: 100% of the class folders (3/3), 6 images",
+        " | train: 33% of the class folders (1/3), 2 images", " | train: 66% of the class folders (2/3), 5 images",
+        " | train: 100% of the class folders (3/3), 7 images"]
 
 
 def test_imagenet_get_and_preprocess(tmp_path):
@@ -353,3 +370,26 @@ def test_imagenet_image_outside_class(tmp_path):
     _img(root / "val" / "stray.jpg")
     with pytest.raises(UserError, match="class not found: val"):
         datasets.create(_opt(dataset="imagenet", data=str(root), gen=str(tmp_path / "gen")), "train")
+
+
+# ---------------------------------------------------------------------------------------------
+# Source record of a cache (datasets/source.py)
+
+def test_source_record_of_an_extracted_folder(tmp_path):
+    """A folder source is stale when a file inside it (two levels down) changes, not when it is untouched;
+    a cache rewritten by other means (another size or time) has no valid record any more."""
+    from datasets import source
+    folder = tmp_path / "cifar"
+    (folder / "cifar-10-batches-py").mkdir(parents=True)
+    batch = folder / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(b"x" * 100)
+    cache = tmp_path / "cifar10.t7"
+    cache.write_bytes(b"cache")
+    source.record(cache, str(folder), folder)
+    assert source.stale_reason(cache, str(folder)) is None
+    assert source.stale_reason(cache, str(tmp_path / "cifar" / ".")) is None  # same folder, other spelling
+    batch.write_bytes(b"y" * 101)
+    assert source.stale_reason(cache, str(folder)) == f"{folder} changed since the cache {cache} was built from it"
+    source.record(cache, str(folder), folder)
+    cache.write_bytes(b"other cache")
+    assert source.stale_reason(cache, str(folder)) == f"the cache {cache} does not record which data it was built from"

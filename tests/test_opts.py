@@ -66,7 +66,9 @@ def test_declared_options_are_the_lua_ones_in_order():
     lua_keys = [k for k, _ in LUA_DEFAULTS]
     declared = [spec.key for spec in opts.OPTIONS if spec.lua]
     assert declared == lua_keys
-    assert [spec.key for spec in opts.OPTIONS if not spec.lua] == ["-device"]
+    assert [spec.key for spec in opts.OPTIONS if not spec.lua] == [
+        "-device", "-nThreadsCompute", "-saveEvery", "-keepCheckpoints", "-checkpointTensorType",
+        "-printModel"]
     for (key, default), spec in zip(LUA_DEFAULTS, [s for s in opts.OPTIONS if s.lua]):
         assert spec.default == default and type(spec.default) is type(default), key
 
@@ -240,16 +242,19 @@ def test_notes_on_stderr(capsys, argv, note):
     (["-LR", "nan"], "invalid value for option -LR (should be a finite number, got nan)"),
     (["-batchSize", "64.5"], "invalid value for option -batchSize (should be a whole number, got 64.5)"),
     (["-nEpochs", "0.5"], "invalid value for option -nEpochs (should be a whole number, got 0.5)"),
-    (["-batchSize", "0"], "invalid value for option -batchSize (should be at least 1, got 0)"),
-    (["-nGPU", "0"], "invalid value for option -nGPU (should be at least 1, got 0)"),
-    (["-nThreads", "-1"], "invalid value for option -nThreads (should be at least 0, got -1)"),
+    (["-batchSize", "0"], "invalid value for option -batchSize (should be at least 1, got 0); "
+                          "use e.g. -batchSize 32"),
+    (["-nGPU", "0"], "invalid value for option -nGPU (should be at least 1, got 0); use e.g. -nGPU 1"),
+    (["-nThreads", "-1"], "invalid value for option -nThreads (should be at least 0, got -1); "
+                          "use e.g. -nThreads 2"),
     (["-dataset", "cifar"], "unknown dataset: cifar (did you mean cifar10? "
                             "options: imagenet | cifar10 | cifar100)"),
     (["-dataset", "mnist"], "unknown dataset: mnist (options: imagenet | cifar10 | cifar100)"),
     (["-precision", "float"], "unknown precision: float (options: single | double | half)"),
     (["-cudnn", "determinstic"], "unknown -cudnn mode: determinstic (did you mean deterministic? "
                                  "options: fastest | default | deterministic)"),
-    (["-resetClassifier", "true"], "-nClasses required when resetClassifier is set"),
+    (["-resetClassifier", "true"], "-nClasses required when resetClassifier is set (give the size "
+                                   "of the new classifier, e.g. -resetClassifier true -nClasses 10)"),
     (["-shareGradInput", "true", "-optnet", "true"], "cannot use both -shareGradInput and -optnet"),
     (["-tenCrop", "true"], "-tenCrop is only supported with -dataset imagenet (the cifar10 "
                            "validation images are single 32x32 crops); drop -tenCrop"),
@@ -295,14 +300,21 @@ def test_help(capsys, flag):
         "", "Options:"]
     option_lines = [line for line in lines if line.startswith("  -")]
     keys = [line.split()[0] for line in option_lines]
-    assert [k for k in keys if k != "-device"] == [k for k, _ in LUA_DEFAULTS]
-    # key padded to the longest key (-resetClassifier, 16 chars), then help and [default]
-    assert "  -weightDecay     weight decay [0.0001]" in option_lines
-    assert "  -resetClassifier Reset the fully connected layer for fine-tuning [false]" in option_lines
-    assert "  -data            Path to dataset []" in option_lines
-    assert "  -LR              initial learning rate [0.1]" in option_lines
-    assert "  -bottleneck      Use 1x1 convolution to reduce dimension (DenseNet-B) [true]" \
+    assert keys == [spec.key for spec in opts.OPTIONS]
+    assert [k for k in keys if opts._BY_KEY[k].lua] == [k for k, _ in LUA_DEFAULTS]
+    # key padded to the longest key (-checkpointTensorType, 21 chars), then help and [default]
+    pad = " " * 5
+    assert f"  -weightDecay     {pad}weight decay [0.0001]" in option_lines
+    assert f"  -resetClassifier {pad}Reset the fully connected layer for fine-tuning [false]" \
         in option_lines
+    assert f"  -data            {pad}Path to dataset ('sample': the small CIFAR-10 sample shipped with the " \
+        f"project) []" in option_lines
+    assert f"  -LR              {pad}initial learning rate [0.1]" in option_lines
+    assert f"  -bottleneck      {pad}Use 1x1 convolution to reduce dimension (DenseNet-B) [true]" \
+        in option_lines
+    assert "  -nThreadsCompute      CPU threads for the model's computation (0 = PyTorch's default) [0]" \
+        in option_lines
+    assert "  -printModel           Print the model's layers at start-up [true]" in option_lines
     assert out.endswith("[0]\n\n")
 
 
