@@ -56,9 +56,16 @@ def _torch_base(converter: Any) -> str:
     return ""
 
 
-def supported_classes_markdown() -> str:
-    """The README's table of supported Lua classes, generated from the registry: one row per converter
-    (family, the Lua classes it converts, the PyTorch module it builds, the first line of its docstring)."""
+_FAMILY_TITLES = {"charrnn": "char-rnn", "containers": "containers and tables", "criterions": "criterions",
+                  "graph": "nngraph", "layers": "layers with weights", "legacy": "old vision layers",
+                  "rnn": "rnn, torch-rnn, dpnn", "shapes": "shapes and reductions",
+                  "simple": "activations, pooling, dropout, padding", "text": "text, matrix and distance layers"}
+
+
+def supported_classes_markdown(compact: bool = False) -> str:
+    """The table of supported Lua classes, generated from the registry: one row per converter (family, the
+    Lua classes it converts, the PyTorch module it builds, the first line of its docstring); with ``compact``,
+    one row per family listing its classes (the README's list)."""
     groups: dict[int, list[str]] = {}
     converters: dict[int, Any] = {}
     for name, conv in REGISTRY.items():
@@ -75,6 +82,15 @@ def supported_classes_markdown() -> str:
         doc = (inspect.getdoc(conv) or "").split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
         rows.append((family, sorted(names), module, doc))
     rows.sort(key=lambda r: (r[0], r[1][0]))
+    if compact:
+        families: dict[str, list[str]] = {}
+        for fam, names, _, _ in rows:
+            families.setdefault(fam, []).extend(names)
+        lines = [f"{len(REGISTRY)} Lua classes convert to PyTorch modules:", "", "| Family | Lua classes |", "|---|---|"]
+        lines += [f"| {_FAMILY_TITLES.get(fam, fam)} (`lua_nn/{fam}.py`) | {', '.join(f'`{n}`' for n in sorted(names))} |"
+                  if fam != "registered" else f"| registered by you | {', '.join(f'`{n}`' for n in sorted(names))} |"
+                  for fam, names in families.items()]
+        return "\n".join(lines)
     lines = [f"{len(REGISTRY)} Lua classes convert to PyTorch modules:", "",
              "| Family | Lua classes | PyTorch module | Notes |", "|---|---|---|---|"]
     lines += [f"| {fam} | {', '.join(f'`{n}`' for n in names)} | {module} | {doc} |" for fam, names, module, doc in rows]
