@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Callable, Iterable
 
 
 def current_umask() -> int:
@@ -56,15 +56,15 @@ def remove_stale_temp_files(folder: str | os.PathLike, pattern: re.Pattern[str])
     return removed
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file + fsync + rename, with :func:`creation_mode`:
-    ``path`` is either its old content or the new one, whenever the process dies."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(f)`` on a temp file next to ``path``, then fsync and rename it over ``path``, with
+    :func:`creation_mode`: ``path`` is either its old content or the new one, whenever the process dies."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, creation_mode())  # the mode open() would give under the umask, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), creation_mode())
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -74,6 +74,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -35,7 +35,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
@@ -1231,21 +1230,14 @@ def save(path: str | os.PathLike, obj: Any, *, long_size: int = 8, ascii: bool =
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, fileio.creation_mode())  # the mode open() would give under the umask, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as raw:
-            f = io.BufferedWriter(raw, buffer_size=1 << 20)
-            _write(f, obj, long_size, ascii)
-            f.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    def write(raw: BinaryIO) -> None:
+        f = io.BufferedWriter(raw, buffer_size=1 << 20)
+        _write(f, obj, long_size, ascii)
+        f.flush()
+        f.detach()  # leave ``raw`` open for atomic_write's fsync
+
+    fileio.atomic_write(path, write)
 
 
 def dumps(obj: Any, *, long_size: int = 8, ascii: bool = False) -> bytes:

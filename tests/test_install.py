@@ -1,7 +1,7 @@
 """``pip install .`` and ``pip install -e .`` into a fresh virtual environment, then use the package from another folder.
 
-The venv sees this machine's torch/torchvision (``--system-site-packages``: no download), and pip installs the
-project alone (``--no-deps --no-build-isolation``: the build uses the setuptools already installed).
+The venv sees this machine's torch/torchvision, pip and setuptools (``--system-site-packages --without-pip``: no
+download), and pip installs the project alone into the venv (``--no-deps --no-build-isolation``).
 Slow (~30 s) but part of the suite.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def _venv(tmp_path: Path) -> Path:
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path)
+    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], tmp_path)
     return venv / "bin"
 
 

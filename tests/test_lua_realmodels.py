@@ -10,6 +10,7 @@ import torch
 from fbresnet_port import t7
 from fbresnet_port.lua_nn import from_lua, lua_module, to_lua
 from fbresnet_port.lua_nn.text import LuaInputError
+from test_lua_legacy import local_sum  # explicit-loop reference: zero-padded window sum over planes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,22 +86,6 @@ def nnx_normalization(n: int, kernel: torch.Tensor, fixed: float | None = None) 
     return lua_module("nn.SpatialNormalization", **fields)
 
 
-def window_sum(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """sum over planes and the zero-padded kh x kw window (odd sizes) of k * x, by explicit loops."""
-    n, h, w = x.shape
-    kh, kw = k.shape
-    out = torch.zeros(h, w, dtype=torch.float64)
-    for y in range(h):
-        for xx in range(w):
-            for c in range(n):
-                for i in range(kh):
-                    for j in range(kw):
-                        yy, xj = y + i - kh // 2, xx + j - kw // 2
-                        if 0 <= yy < h and 0 <= xj < w:
-                            out[y, xx] += k[i, j] * x[c, yy, xj]
-    return out
-
-
 @pytest.mark.parametrize("fixed", [None, 0.05])
 def test_nnx_spatial_normalization_against_loops(fixed):
     torch.manual_seed(3)
@@ -108,9 +93,9 @@ def test_nnx_spatial_normalization_against_loops(fixed):
     x = torch.randn(n, 5, 6).double()
     m = from_lua(nnx_normalization(n, kernel, fixed))
     k = kernel / kernel.sum()
-    coef = window_sum(torch.ones_like(x), k)
-    centred = x - window_sum(x, k) / coef
-    std = window_sum(centred ** 2, k).sqrt() / coef
+    coef = local_sum(torch.ones_like(x), k)
+    centred = x - local_sum(x, k) / coef
+    std = local_sum(centred ** 2, k).sqrt() / coef
     thr = fixed if fixed is not None else max(std.mean().item() * 1.0, 1e-3)
     # the std map is replicated over the n planes, so its mean is the mean of one plane
     expected = centred / torch.where(std > thr, std, torch.full_like(std, thr))

@@ -356,3 +356,14 @@ def test_new_options_are_declared_with_defaults():
             opt.nThreadsCompute) == (5, 2, "float", False, 3)
     lua = opt.as_lua_dict()  # not in the Lua opt table written into checkpoints
     assert not {"saveEvery", "keepCheckpoints", "checkpointTensorType", "printModel", "nThreadsCompute"} & set(lua)
+
+
+def test_resuming_a_finished_run_is_an_error(tmp_path):
+    """latest.t7 at epoch 2 of -nEpochs 2: Lua would exit 0 having trained nothing."""
+    from fbresnet_port import t7
+    t7.save(tmp_path / "latest.t7", {"epoch": 2, "modelFile": "model_2.t7", "optimFile": "optimState_2.t7"})
+    t7.save(tmp_path / "optimState_2.t7", {"learningRate": 0.1})
+    rc, out, err = cli("-resume", tmp_path, "-nEpochs", 2, "-data", "sample", "-gen", tmp_path / "gen")
+    assert rc == 1 and err.count("\n") == 1
+    assert err.startswith(f"error: -resume {tmp_path}: that run already finished epoch 2 of -nEpochs 2")
+    assert "raise -nEpochs" in err
