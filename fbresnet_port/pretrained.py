@@ -32,7 +32,7 @@ from torch import nn
 from datasets import transforms as T
 from datasets.imagenet import MEANSTD, UnreadableImage, load_image
 
-from . import t7
+from . import cpu_memory, t7
 from .errors import UserError
 
 __all__ = ["IMAGE_EXTENSIONS", "imagenet_labels", "load_network", "strip_classifier", "preprocess",
@@ -170,6 +170,8 @@ class Network:
         self.precision = precision
         self.dtype = torch.float64 if precision == "double" else torch.float32
         self.model = model.to(self.device, self.dtype).eval()
+        if self.device.type == "cpu":
+            cpu_memory.retain_freed_memory()  # as main.py: no page faults for re-allocated activations
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision != "half":

@@ -288,3 +288,20 @@ def test_clones_sharing_weights_share_one_parameter(tmp_path):
     (torch.tanh(h1 @ wl.T + b) @ w.T + b).sum().backward()
     assert torch.allclose(model(x), y, atol=1e-6)
     assert torch.allclose(model[0].weight.grad, wl.grad, atol=1e-5)
+
+
+def test_relu_inplace_overwrites_only_without_autograd():
+    """cudnn.ReLU(true): in inference the input buffer is reused as Lua did; with autograd it is left alone."""
+    relu = from_lua(lua_module("cudnn.ReLU", inplace=True))
+    x = torch.tensor([-1.0, 0.5, -2.0, 3.0])
+    y = relu(x.clone().requires_grad_())
+    assert torch.equal(y.detach(), torch.tensor([0.0, 0.5, 0.0, 3.0]))
+    with torch.no_grad():
+        z = x.clone()
+        out = relu(z)
+    assert out.data_ptr() == z.data_ptr() and torch.equal(z, torch.tensor([0.0, 0.5, 0.0, 3.0]))
+    keep = from_lua(lua_module("nn.ReLU", inplace=False))
+    with torch.no_grad():
+        w = x.clone()
+        keep(w)
+    assert torch.equal(w, x)

@@ -77,12 +77,18 @@ def relu_fields(inplace: bool) -> dict[str, Any]:
 
 
 class LuaReLU(SimpleLuaModule, nn.ReLU):
-    """nn.ReLU / cudnn.ReLU (nn.ReLU is Threshold(0, 0)); ``inplace`` is kept only for export."""
+    """nn.ReLU / cudnn.ReLU (nn.ReLU is Threshold(0, 0)).
+
+    ``inplace`` (Lua's ``ReLU(true)``) overwrites the input, as Lua did, only where no gradient is recorded
+    (inference: one activation buffer less, as torchvision's in-place ReLUs); with autograd it runs out of
+    place, so a saved input is never overwritten."""
 
     lua_types = ("nn.ReLU", "cudnn.ReLU")
     lua_params = (("inplace", False),)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.inplace and not torch.is_grad_enabled():
+            return F.relu_(input)
         return F.relu(input)
 
     def lua_fields(self) -> dict[str, Any]:
