@@ -113,42 +113,6 @@ class LuaDepthConcat(LuaConcat):
         return dict(super().lua_fields(), size=long_storage([]))
 
 
-class LuaInception(_LuaContainer, nn.Module):
-    """dpnn's nn.Inception (OpenFace nn4 models): a Decorator around its nn.DepthConcat(2) ``module``
-    of branches (1x1 / 3x3 / 5x5 convolutions and a pooling branch); computes that module."""
-
-    lua_types = ("nn.Inception",)
-
-    def __init__(self, module: nn.Module, config: dict[str, Any] | None = None):
-        super().__init__()
-        self.module = module
-        self.lua_config = dict(config or {})
-
-    @classmethod
-    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        if f.has("module"):
-            module = convert(f.get("module"), f"{f.path}.module")
-        else:
-            mods = children_of(f, convert)
-            if len(mods) != 1:
-                raise f.error(f"expected the decorated module in 'module' or modules = {{module}}, "
-                              f"got {len(mods)} modules")
-            module = mods[0]
-        config = {k: v for k, v in f.raw.items() if isinstance(k, str) and isinstance(v, (int, float, bool, str))
-                  and k not in ("train", "_type")}
-        return cls(module, config)
-
-    def forward(self, input: Any) -> Any:
-        return self.module(input)
-
-    def lua_fields(self) -> dict[str, Any]:
-        module = to_lua(self.module)
-        return dict(self.lua_config, module=module, modules=t7.LuaList([module]))
-
-    def lua_str(self) -> str:
-        return f"{self.lua_typename} @ " + lua_str(self.module)
-
-
 class LuaConcatTable(_ModuleListContainer):
     """nn.ConcatTable: every child gets the input; returns the list of their outputs."""
 

@@ -46,7 +46,7 @@ from .simple import REQUIRED, SimpleLuaModule
 __all__ = ["forget", "remember", "RecurrentInputError", "LuaLinearNoBias", "LuaSAdd", "LuaReverseTable",
            "LuaZipTable", "LuaMaskZero", "LuaLSTM", "LuaGRU", "LuaRecursor", "LuaSequencer", "LuaBiSequencer",
            "LuaSeqLSTM", "LuaTorchRnnLSTM", "LuaVanillaRNN", "LuaTemporalAdapter", "LuaLanguageModel",
-           "LuaDecorator"]
+           "LuaDecorator", "LuaInception"]
 
 REMEMBER_MODES = ("both", "eval", "train", "neither")
 
@@ -1305,3 +1305,25 @@ class LuaDecorator(LuaModule, nn.Module):
 
     def lua_str(self) -> str:
         return _decorator_str(self, self.module)
+
+
+class LuaInception(LuaDecorator):
+    """dpnn's nn.Inception (OpenFace nn4 models): a Decorator around its nn.DepthConcat(2) ``module``
+    of branches (1x1 / 3x3 / 5x5 convolutions and a pooling branch); computes that module. Its scalar
+    configuration fields (kernel sizes, strides, ...) are kept for export."""
+
+    lua_types = ("nn.Inception",)
+
+    def __init__(self, module: nn.Module, config: dict[str, Any] | None = None):
+        super().__init__(module)
+        self.lua_config = dict(config or {})
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        if not f.has("module") and len(lua_array(f.get("modules"))) != 1:
+            raise f.error(f"expected the decorated module in 'module' or modules = {{module}}, "
+                          f"got {len(lua_array(f.get('modules')))} modules")
+        return cls(_single_child(f, convert, "module"), _scalar_fields(f))
+
+    def lua_fields(self) -> dict[str, Any]:
+        return dict(self.lua_config, **super().lua_fields())
