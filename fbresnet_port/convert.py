@@ -19,7 +19,7 @@ import click
 import torch
 from torch import nn
 
-from . import t7
+from . import fileio, t7
 from .errors import UserError, unreadable_t7
 from .lua_nn import LuaModule, from_lua, load_lua_model, to_lua
 
@@ -94,13 +94,8 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 def _atomic_torch_save(obj: Any, path: str | os.PathLike, save: Any = torch.save) -> None:
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    try:
-        save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``save(obj, file)`` through :func:`fileio.atomic_write` (temp file + rename, the user's file mode)."""
+    fileio.atomic_write(path, lambda f: save(obj, f))
 
 
 def save_converted(model: nn.Module, path: str | os.PathLike) -> None:

@@ -83,8 +83,7 @@ def preprocess() -> T.Compose:
 
 def _is_zip(path: str | os.PathLike) -> bool:
     try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04"
+        return t7.torch_save_format(path) == "zip"
     except OSError as e:
         raise UserError(f"cannot read the model file {path} ({e.strerror or e})") from None
 

@@ -801,6 +801,23 @@ def _describe_text(head: bytes) -> str | None:
     return f"a text file (starting {first!r})"
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _is_pickle(head: bytes) -> bool:
+    """A pickle of protocol 2-5 (what ``torch.save`` wrote before its zip format)."""
+    return head[:1] == b"\x80" and len(head) >= 2 and 2 <= head[1] <= 5
+
+
+def torch_save_format(path: str | os.PathLike) -> str | None:
+    """``'zip'`` or ``'pickle'`` for a file in one of ``torch.save``'s formats (from its first bytes), else None."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    return "pickle" if _is_pickle(head) else None
+
+
 def _sniff(buf, name: str) -> bool:
     """True for an ASCII-mode .t7 file, False for a binary one; :class:`NotT7FileError` for any other format.
 
@@ -815,13 +832,13 @@ def _sniff(buf, name: str) -> bool:
         return True
     elif head[0] <= TYPE_RECUR_FUNCTION and not head[1:4].strip(b"\0"):
         return False  # a type code, or the start of one in a file cut after 1-3 bytes
-    elif head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+    elif head.startswith(_ZIP_MAGIC):
         what = _describe_zip(buf)
     elif size > 262 and head[257:262] == b"ustar":
         what = "a tar archive; extract it first (tar -xf)"
     else:
         what = next((desc for magic, desc in _MAGIC if head.startswith(magic)), None)
-        if what is None and head[:1] == b"\x80" and 2 <= head[1] <= 5:
+        if what is None and _is_pickle(head):
             what = "a Python pickle (e.g. a PyTorch checkpoint); load it with torch.load(path) or pickle.load"
         if what is None:
             what = _describe_text(head)

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from fbresnet_port import t7
 from fbresnet_port.errors import UserError
 
 __all__ = ["ARCHITECTURES", "arch_for", "torchvision_model", "load_torchvision_state_dict",
@@ -160,9 +161,7 @@ def to_torchvision_state_dict(model: nn.Module, arch: str) -> dict[str, torch.Te
 
 def is_torch_file(path: str) -> bool:
     """Whether ``path`` was written by ``torch.save`` (a zip archive, or the legacy pickle format)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+    return t7.torch_save_format(path) is not None
 
 
 def load_file(model: nn.Module, path: str, opt: Any, flag: str = "-retrain") -> nn.Module:
