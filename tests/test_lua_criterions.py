@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REFERENCE_DIR, reference
+from conftest import reference
 from fbresnet_port import t7
 from fbresnet_port.errors import UserError
 from fbresnet_port.lua_nn import LuaModelError, from_lua, lua_module, to_lua
@@ -28,15 +28,13 @@ from fbresnet_port.lua_nn.criterions import (LuaAbsCriterion, LuaBCECriterion, L
                                               LuaMultiLabelSoftMarginCriterion, LuaMultiMarginCriterion,
                                               LuaParallelCriterion, LuaSmoothL1Criterion, LuaSoftMarginCriterion,
                                               LuaSpatialClassNLLCriterion, LuaWeightedMSECriterion)
+from zoo_fixtures import case_names
 
 CASE = "zoo_criterions"
 
 
 def _names() -> list[str]:
-    path = REFERENCE_DIR / CASE / "manifest.json"
-    if not path.exists():
-        return ["missing-fixtures"]  # the test then skips (fails under CI) naming the missing folder
-    return [c["name"] for c in json.loads(path.read_text())["criterions"]]
+    return case_names(CASE, "criterions")
 
 
 @functools.lru_cache(maxsize=None)

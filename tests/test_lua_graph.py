@@ -6,9 +6,6 @@ printing; export back to the Lua layout.
 """
 from __future__ import annotations
 
-import functools
-import json
-
 import pytest
 import torch
 
@@ -18,40 +15,30 @@ from fbresnet_port.errors import UserError
 from fbresnet_port.lua_nn import LuaModelError, from_lua, lua_module, lua_str, to_lua
 from fbresnet_port.lua_nn.graph import (GraphInputError, GraphNode, LuaGModule, LuaJustElement, LuaJustTable,
                                         lua_array)
+import zoo_fixtures
+from zoo_fixtures import assert_tree_close, leaves, tree_map
 
 GROUP = "zoo_graph"
 CASES = ["a_multibranch_cnn", "b_two_in_two_out", "c_nested", "d_lstm_cell", "e_table_input_select"]
 
 
-@functools.lru_cache(maxsize=None)
 def lua_file(case: str, name: str):
-    """A fixture file, read once (from_lua copies what it keeps; tests that edit a tree load their own)."""
-    return t7.load(reference(GROUP, case, name))
+    """A fixture file of this group, read once (from_lua copies what it keeps; tests that edit a tree load
+    their own)."""
+    return zoo_fixtures.lua_file(GROUP, case, name)
 
 
 def manifest(case: str) -> dict:
-    return json.loads(reference(GROUP, case, "manifest.json").read_text())
+    return zoo_fixtures.manifest(GROUP, case)
 
 
 def flat(x) -> list[torch.Tensor]:
     """Tensors of a (nested) Lua table in order."""
-    return [t for v in x for t in flat(v)] if isinstance(x, (list, tuple)) else [x]
+    return list(leaves(x))
 
 
 def as_double(x):
-    return [as_double(v) for v in x] if isinstance(x, (list, tuple)) else x.double()
-
-
-def assert_close(actual, expected, rtol: float, what: str) -> None:
-    """Same table structure; max error <= rtol * the reference's largest magnitude."""
-    a, e = flat(actual), flat(expected)
-    assert isinstance(actual, list) == isinstance(expected, list), f"{what}: table vs tensor"
-    assert len(a) == len(e), f"{what}: {len(a)} tensors instead of {len(e)}"
-    scale = max(t.abs().max().item() for t in e)
-    for i, (x, y) in enumerate(zip(a, e)):
-        assert x.shape == y.shape, f"{what}[{i}]: shape {tuple(x.shape)} != {tuple(y.shape)}"
-        err = (x.double() - y.double()).abs().max().item()
-        assert err <= rtol * scale, f"{what}[{i}]: max error {err:.3g} > {rtol} * {scale:.3g}"
+    return tree_map(torch.Tensor.double, x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,7 +51,7 @@ def test_eval_output_float32(case):
     with torch.no_grad():
         out = model(lua_file(case, "input.t7"))
     assert all(t.dtype == torch.float32 for t in flat(out))
-    assert_close(out, lua_file(case, "output_eval.t7"), 1e-4, f"{case} output_eval")
+    assert_tree_close(out, lua_file(case, "output_eval.t7"), 1e-4, f"{case} output_eval")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -75,13 +62,13 @@ def test_float64_output_grad_input_and_grad_params(case):
     for t in flat(x):
         t.requires_grad_(True)
     out = model(x)
-    assert_close(out, lua_file(case, "output_eval_f64.t7"), 1e-6, f"{case} output_eval_f64")
+    assert_tree_close(out, lua_file(case, "output_eval_f64.t7"), 1e-6, f"{case} output_eval_f64")
     torch.autograd.backward(flat(out), flat(as_double(lua_file(case, "gradOutput.t7"))))
     grad_input = [t.grad for t in flat(x)]
     ref_gi = lua_file(case, "gradInput_f64.t7")
-    assert_close(grad_input if isinstance(ref_gi, list) else grad_input[0], ref_gi, 1e-6, f"{case} gradInput")
+    assert_tree_close(grad_input if isinstance(ref_gi, list) else grad_input[0], ref_gi, 1e-6, f"{case} gradInput")
     grads = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    assert_close(grads, lua_file(case, "gradParams_f64.t7").reshape(-1), 1e-6, f"{case} gradParams")
+    assert_tree_close(grads, lua_file(case, "gradParams_f64.t7").reshape(-1), 1e-6, f"{case} gradParams")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -167,7 +154,7 @@ def test_files_without_modules_and_nInputs_use_forwardnodes():
     del lua.fields["modules"], lua.fields["nInputs"]
     model = from_lua(lua).eval()
     with torch.no_grad():
-        assert_close(model(lua_file("a_multibranch_cnn", "input.t7")),
+        assert_tree_close(model(lua_file("a_multibranch_cnn", "input.t7")),
                      lua_file("a_multibranch_cnn", "output_eval.t7"), 1e-4, "no modules field")
     assert model.n_inputs == 1
     assert [list(p.shape) for p in model.parameters()] == [
@@ -239,7 +226,7 @@ def test_export_round_trip_keeps_lua_results(case):
     model = from_lua(lua_file(case, "model.t7")).eval()
     back = from_lua(t7.load_bytes(t7.dumps(to_lua(model)))).eval()
     with torch.no_grad():
-        assert_close(back(lua_file(case, "input.t7")), lua_file(case, "output_eval.t7"), 1e-4, f"{case} export")
+        assert_tree_close(back(lua_file(case, "input.t7")), lua_file(case, "output_eval.t7"), 1e-4, f"{case} export")
     assert [list(p.shape) for p in back.parameters()] == [p["shape"] for p in manifest(case)["param_shapes"]]
 
 

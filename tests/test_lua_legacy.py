@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from fbresnet_port import t7
-from fbresnet_port.lua_nn import from_lua, lua_module, to_lua
+from fbresnet_port.lua_nn import from_lua, lua_module
 from fbresnet_port.lua_nn.text import LuaInputError
-from zoo_fixtures import check_case, lua_file
+from zoo_fixtures import check_case, check_round_trip, lua_file
 
 CASES = ["conv_map_subsampling", "contrastive_norm", "volumetric"]
 
@@ -35,13 +35,7 @@ def test_one_sample_without_batch_dimension(case):
 @pytest.mark.parametrize("case", CASES)
 def test_export_round_trip(case, tmp_path):
     """to_lua -> t7.save -> t7.load -> from_lua computes Lua's output again."""
-    path = tmp_path / "m.t7"
-    t7.save(path, to_lua(from_lua(lua_file("zoo_legacy", case, "model.t7"))))
-    model = from_lua(t7.load(path)).eval()
-    with torch.no_grad():
-        out = model(lua_file("zoo_legacy", case, "input.t7"))
-    ref = lua_file("zoo_legacy", case, "output_eval.t7")
-    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    check_round_trip("zoo_legacy", case, tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------

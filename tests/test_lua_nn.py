@@ -7,7 +7,6 @@ messages, ``print(model)``, and the export back to Lua through t7.save / t7.load
 """
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
@@ -17,14 +16,9 @@ from torch import nn
 from conftest import MODEL_CASES, REFERENCE_DIR, ZOO_CASES, reference
 from fbresnet_port import t7
 from fbresnet_port.lua_nn import LuaModelError, from_lua, load_lua_model, lua_module, to_lua
+from zoo_fixtures import assert_close, lua_file
 
 CASES = MODEL_CASES + ZOO_CASES
-
-
-@functools.lru_cache(maxsize=None)
-def lua_file(*parts: str):
-    """``t7.load`` of a fixture, read once per test session (from_lua copies what it keeps)."""
-    return t7.load(reference(*parts))
 
 
 def manifest(case: str) -> dict:
@@ -36,13 +30,6 @@ def ref_file(case: str, name: str):
     if name not in manifest(case)["files"]:
         return None
     return lua_file(case, name)
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, what: str) -> None:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    scale = expected.abs().max().item()
-    err = (actual.double() - expected.double()).abs().max().item()
-    assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol} * max|ref| ({scale:.3g})"
 
 
 def bn_modules(model: nn.Module) -> list[nn.Module]:

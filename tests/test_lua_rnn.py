@@ -13,27 +13,22 @@ written out here, and a hand-written version of Lua's evaluate-mode backward of 
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import REFERENCE_DIR
 from fbresnet_port import t7
 from fbresnet_port.errors import UserError
 from fbresnet_port.lua_nn import LuaModelError, from_lua, lua_str, to_lua
 from fbresnet_port.lua_nn.rnn import RecurrentInputError, forget, remember
-from zoo_fixtures import assert_close, check_case, lua_file, manifest
+from zoo_fixtures import assert_close, case_names, check_case, lua_file, manifest
 
 GROUP = "zoo_rnn"
 
 
 def _cases() -> list[str]:
-    path = REFERENCE_DIR / GROUP / "manifest.json"
-    if not path.exists():
-        return ["missing-fixtures"]  # the test then skips (fails under CI) naming the missing folder
-    return [c["name"] for c in json.loads(path.read_text())["cases"]]
+    return case_names(GROUP)
 
 
 def lua_model(case: str):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fbresnet_port import t7
-from fbresnet_port.lua_nn import from_lua, lua_module, to_lua
+from fbresnet_port.lua_nn import from_lua, lua_module
 from fbresnet_port.lua_nn.text import LuaInputError
-from zoo_fixtures import check_case, leaves, lua_file
+from zoo_fixtures import check_case, check_round_trip
 
 CASES = ["embedding_temporal", "temporal_1d", "similarity", "matrix", "index_maskedselect"]
 
@@ -22,13 +22,7 @@ def test_against_lua(case):
 @pytest.mark.parametrize("case", CASES)
 def test_export_round_trip(case, tmp_path):
     """to_lua -> t7.save -> t7.load -> from_lua computes Lua's output again."""
-    path = tmp_path / "m.t7"
-    t7.save(path, to_lua(from_lua(lua_file("zoo_text", case, "model.t7"))))
-    model = from_lua(t7.load(path)).eval()
-    with torch.no_grad():
-        out = model(lua_file("zoo_text", case, "input.t7"))
-    for got, ref in zip(leaves(out), leaves(lua_file("zoo_text", case, "output_eval.t7"))):
-        assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+    check_round_trip("zoo_text", case, tmp_path)
 
 
 def m(typename: str, **fields):

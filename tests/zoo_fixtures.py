@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from conftest import reference
+from conftest import REFERENCE_DIR, reference
 from fbresnet_port import t7
-from fbresnet_port.lua_nn import from_lua
+from fbresnet_port.lua_nn import from_lua, to_lua
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,6 +26,15 @@ def lua_file(*parts: str) -> Any:
 
 def manifest(group: str, case: str) -> dict:
     return json.loads(reference(group, case, "manifest.json").read_text())
+
+
+def case_names(group: str, key: str = "cases") -> list[str]:
+    """The case names in a group's manifest (``key``: its list of cases), read when tests are collected;
+    ``['missing-fixtures']`` without the folder, so that the test skips (fails under CI) naming it."""
+    path = REFERENCE_DIR / group / "manifest.json"
+    if not path.exists():
+        return ["missing-fixtures"]
+    return [c["name"] for c in json.loads(path.read_text())[key]]
 
 
 def tree_map(fn: Callable[[torch.Tensor], Any], x: Any) -> Any:
@@ -58,7 +67,8 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, what
 
 
 def assert_tree_close(actual: Any, expected: Any, rtol: float, what: str) -> None:
-    """Tensor by tensor, against the largest magnitude of the whole reference table."""
+    """Same table structure; tensor by tensor, against the largest magnitude of the whole reference table."""
+    assert isinstance(actual, (list, tuple)) == isinstance(expected, (list, tuple)), f"{what}: table vs tensor"
     got, ref = list(leaves(actual)), list(leaves(expected))
     assert len(got) == len(ref), f"{what}: {len(got)} tensors, Lua has {len(ref)}"
     for i, (a, e) in enumerate(zip(got, ref)):
@@ -100,3 +110,17 @@ def check_case(group: str, case: str) -> None:
     params = list(model.parameters())
     flat = torch.cat([p.grad.reshape(-1) for p in params]) if params else torch.zeros(0, dtype=torch.float64)
     assert_close(flat, lua_file(group, case, "gradParams_f64.t7").double(), 1e-6, f"{case} gradParams_f64")
+
+
+def check_round_trip(group: str, case: str, tmp_path: Any) -> None:
+    """to_lua -> t7.save -> t7.load -> from_lua computes Lua's float32 evaluate output again (1e-4 of each
+    output tensor's largest magnitude)."""
+    path = tmp_path / "m.t7"
+    t7.save(path, to_lua(from_lua(lua_file(group, case, "model.t7"))))
+    model = from_lua(t7.load(path)).eval()
+    with torch.no_grad():
+        out = model(lua_file(group, case, "input.t7"))
+    got, ref = list(leaves(out)), list(leaves(lua_file(group, case, "output_eval.t7")))
+    assert len(got) == len(ref), f"{case}: {len(got)} outputs, Lua has {len(ref)}"
+    for a, e in zip(got, ref):
+        assert (a - e).abs().max() <= 1e-4 * e.abs().max()
