@@ -34,9 +34,10 @@ from datasets.imagenet import MEANSTD, UnreadableImage, load_image
 
 from . import cpu_memory, t7
 from .errors import UserError
+from .train import lua_tostring
 
 __all__ = ["IMAGE_EXTENSIONS", "imagenet_labels", "load_network", "strip_classifier", "preprocess",
-           "Network", "Batch", "iter_batches", "list_images", "format_prob", "classify_main", "extract_main"]
+           "Network", "Batch", "iter_batches", "list_images", "classify_main", "extract_main"]
 
 # Extensions of the files batch mode takes from a folder (case-insensitive); imagenet-gen's list plus
 # the other formats Pillow reads.
@@ -192,11 +193,6 @@ def resolve_device(device: str) -> str:
     return _resolve_device(device)
 
 
-def format_prob(x: float) -> str:
-    """A number as Lua's ``print`` writes it (``%.14g``): ``0.77302575111389``."""
-    return "%.14g" % x
-
-
 _LUA_NUMBER = re.compile(r"\s*[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*")
 
 
@@ -337,7 +333,7 @@ def _classify(args: tuple[str, ...], device: str, precision: str, batch_size: in
                 results.append({"path": path, "predictions": [
                     {"class": i + 1, "label": names[i], "prob": p} for p, i in zip(ps, idx)]})
                 continue
-            lines = [f"Classes for\t{path}"] + [f"{format_prob(p)}\t{names[i]}" for p, i in zip(ps, idx)]
+            lines = [f"Classes for\t{path}"] + [f"{lua_tostring(p)}\t{names[i]}" for p, i in zip(ps, idx)]
             click.echo("\n".join(lines) + "\n")
     if as_json:
         click.echo(json.dumps(results, indent=1))

@@ -38,7 +38,7 @@ from .opts import apply_backend_flags
 
 __all__ = [
     "Trainer", "compute_score", "multistep_lr", "cosine_lr", "format_train_line",
-    "format_test_line", "format_test_end", "format_results", "format_finished", "format_best",
+    "format_test_line", "format_test_end", "format_results", "format_finished", "format_best", "lua_tostring",
 ]
 
 _TRAIN_LINE = (" | Epoch: [%d][%d/%d]   Time %.3f  Data %.3f  Err %1.3f  top1 %7.2f  top5 %7.2f"
@@ -51,7 +51,7 @@ NESTEROV_MESSAGE = "Nesterov momentum requires a momentum and zero dampening"
 # ---------------------------------------------------------------------------------------------
 # Log lines (Lua string.format == C printf for these conversions)
 
-def _lua_tostring(x: float) -> str:
+def lua_tostring(x: float) -> str:
     """Lua ``tostring`` of a number (``%.14g``)."""
     return "%.14g" % x
 
@@ -85,7 +85,7 @@ def format_finished(top1: float, top5: float) -> str:
 
 def format_best(top1: float, top5: float) -> str:
     """main.lua's ``print(' * Best model ', top1, top5)`` (tab-separated, numbers as ``%.14g``)."""
-    return "\t".join((" * Best model ", _lua_tostring(top1), _lua_tostring(top5)))
+    return "\t".join((" * Best model ", lua_tostring(top1), lua_tostring(top5)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,8 +203,8 @@ class Trainer:
         self.eval_counter: int | None = (int(state["evalCounter"]) if "evalCounter" in state
                                          else None)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise UserError(f"{NESTEROV_MESSAGE} (got momentum {_lua_tostring(self.momentum)}, "
-                            f"dampening {_lua_tostring(self.dampening)}); use -momentum > 0")
+            raise UserError(f"{NESTEROV_MESSAGE} (got momentum {lua_tostring(self.momentum)}, "
+                            f"dampening {lua_tostring(self.dampening)}); use -momentum > 0")
         # A model without parameters can still be validated (getParameters() is empty in Lua).
         self.optimizer = torch.optim.SGD(
             self.params or [torch.zeros(0, requires_grad=True)], lr=self.current_lr,
@@ -326,7 +326,7 @@ class Trainer:
         top1_sum = top5_sum = loss_sum = 0.0
         n_samples = 0
 
-        print("=> Training epoch # " + _lua_tostring(epoch), flush=True)
+        print("=> Training epoch # " + lua_tostring(epoch), flush=True)
         self.model.train()
         every = progress_interval(size)
         timer = data_timer = epoch_start = time.perf_counter()
