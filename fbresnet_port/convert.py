@@ -10,6 +10,7 @@ it; :func:`load_converted` rebuilds the module from it.
 from __future__ import annotations
 
 import collections
+import keyword
 import os
 import sys
 import warnings
@@ -180,24 +181,44 @@ def summary(model: nn.Module) -> str:
     return "\n".join(lines)
 
 
-FORMATS = ("state-dict", "torchscript", "torchvision")
+FORMATS = ("state-dict", "python", "torchscript", "torchvision")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model_t7", type=click.Path(dir_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="state-dict", show_default=True,
-              help="state-dict: this package's file (load_converted rebuilds the module); torchscript: a traced "
-                   "module that plain PyTorch runs (torch.jit.load); torchvision: a torchvision state dict (--arch)")
+              help="state-dict: this package's file (load_converted rebuilds the module); python: the folder OUT with "
+                   "model.py (plain PyTorch source, trainable) and model.pth; torchscript: a traced module that plain "
+                   "PyTorch runs (torch.jit.load); torchvision: a torchvision state dict (--arch)")
+@click.option("--class-name", default=None,
+              help="--format python: the name of the generated nn.Module class (default: from MODEL_T7's file name)")
+@click.option("--batch-of-one-running-stats", is_flag=True, default=False,
+              help="Reproduce torch/nn after 2017-08-03 (commit 919eeca): a training-mode BatchNormalization given a "
+                   "batch of one, and so nn.InstanceNormalization (fast-neural-style, CycleGAN, texture_nets), "
+                   "normalises with its running statistics instead of the batch's (default: the instance statistics "
+                   "the published models were trained with)")
 @click.option("--input-shape", default="1,3,224,224", show_default=True,
               help="input shape to trace with (--format torchscript), e.g. 1,3,32,32 for CIFAR nets")
 @click.option("--arch", default=None, help="torchvision architecture for --format torchvision, e.g. densenet121, resnet50")
-def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) -> None:
-    """Convert the Lua Torch nn model MODEL_T7 (a torch.save file) to the PyTorch file OUT."""
+def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None, class_name: str | None,
+         batch_of_one_running_stats: bool) -> None:
+    """Convert the Lua Torch nn model MODEL_T7 (a torch.save file) to the PyTorch file (or, --format python, the
+    folder) OUT."""
     try:
         if not os.path.isfile(model_t7):
             raise UserError(f"no such file: {model_t7}")
         out_dir = os.path.dirname(os.path.abspath(out))
+        if fmt == "python":
+            if os.path.exists(out) and not os.path.isdir(out):
+                raise UserError(f"cannot write {out}: it is a file; --format python writes a folder "
+                                f"(model.py and model.pth): give a folder path")
+        elif os.path.isdir(out):
+            raise UserError(f"cannot write {out}: it is a folder; give a file path, e.g. {os.path.join(out, 'model.pt')}")
+        if class_name is not None and fmt != "python":
+            raise UserError("--class-name is for --format python")
+        if class_name is not None and (not class_name.isidentifier() or keyword.iskeyword(class_name)):
+            raise UserError(f"--class-name {class_name!r} is not a valid Python class name (e.g. ResNet50)")
         if not os.path.isdir(out_dir):
             state = "is a file, not a folder" if os.path.exists(out_dir) else "does not exist"
             raise UserError(f"cannot write {out}: {out_dir} {state} "
@@ -215,9 +236,13 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) 
             named = os.path.join(os.path.dirname(model_t7), obj["modelFile"])
             raise UserError(f"{model_t7} is a checkpoint index (latest.t7), not a Lua nn module; convert the model "
                             f"file it names: {named} (the run's model_<epoch>.t7 files)")
-        model = load_lua_model(obj)
+        options = {"batch_of_one_running_stats": True} if batch_of_one_running_stats else None
+        model = load_lua_model(obj, options=options) if options else load_lua_model(obj)
         if fmt == "state-dict":
             save_converted(model, out)
+        elif fmt == "python":
+            from .lua_nn.codegen import write_python
+            generated = write_python(model, out, class_name=class_name, source_name=model_t7)
         elif fmt == "torchscript":
             save_torchscript(model, out, shape)
         else:
@@ -227,7 +252,11 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) 
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(summary(model))
-    click.echo(f"wrote {out} ({fmt})")
+    if fmt == "python":
+        click.echo(f"wrote {os.path.join(out, 'model.py')} (class {generated.class_name}, load() builds it) and "
+                   f"{os.path.join(out, 'model.pth')} ({len(generated.state_dict)} tensors)")
+    else:
+        click.echo(f"wrote {out} ({fmt})")
 
 
 if __name__ == "__main__":

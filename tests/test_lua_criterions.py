@@ -394,3 +394,120 @@ def test_user_errors_are_clear():
     with pytest.raises(LuaModelError, match=r"nn\.CrossEntropyCriterion at model: missing field 'nll'"):
         from_lua(t7.TorchObject("nn.CrossEntropyCriterion", {"sizeAverage": True}))
     assert issubclass(LuaCriterionError, UserError)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation at conversion (issue #15)
+# ----------------------------------------------------------------------------------------------
+
+def crit(typename: str, **fields):
+    return t7.TorchObject(typename, t7.LuaTable(dict({"output": 0, "gradInput": torch.zeros(0)}, **fields)))
+
+
+def mse(**fields):
+    return crit("nn.MSECriterion", **dict({"sizeAverage": True}, **fields))
+
+
+def double_storage(values):
+    return t7.Storage(torch.tensor(values, dtype=torch.float64), "torch.DoubleStorage")
+
+
+@pytest.mark.parametrize("typename, fields, message", [
+    # sizeAverage goes to a C bool (THNN) or is compared with true: only true/false/nil mean something
+    ("nn.MSECriterion", dict(sizeAverage="yes"), "field 'sizeAverage' = 'yes': should be true or false"),
+    ("nn.AbsCriterion", dict(sizeAverage=0), "field 'sizeAverage' = 0: should be true or false"),
+    ("nn.HingeEmbeddingCriterion", dict(sizeAverage=t7.LuaTable()), "field 'sizeAverage' = .*: should be true or false"),
+    # weights: 1-D, floating, not empty (nil = none); WeightedMSECriterion's weight is required
+    ("nn.ClassNLLCriterion", dict(weights=torch.ones(2, 3)),
+     "field 'weights' = a FloatTensor of size 2x3: should be 1-dim"),
+    ("nn.ClassNLLCriterion", dict(weights=torch.zeros(0)),
+     "field 'weights' = an empty FloatTensor: should be a non-empty"),
+    ("nn.ClassNLLCriterion", dict(weights=torch.ones(3, dtype=torch.long)),
+     "field 'weights' = a LongTensor of size 3: should be a floating-point tensor"),
+    ("nn.BCECriterion", dict(weights=2.0), "field 'weights' = 2: should be a tensor"),
+    ("nn.SpatialClassNLLCriterion", dict(weights=torch.ones(3, dtype=torch.bool)), "field 'weights' = a BoolTensor"),
+    ("nn.WeightedMSECriterion", {}, "missing tensor field 'weight'"),
+    ("nn.WeightedMSECriterion", dict(weight=torch.zeros(0)), "field 'weight' = an empty FloatTensor"),
+    # numbers
+    ("nn.ClassNLLCriterion", dict(ignoreIndex=float("nan")), "field 'ignoreIndex' = nan: should be an integer"),
+    ("nn.ClassNLLCriterion", dict(ignoreIndex=2.5), "field 'ignoreIndex' = 2.5: should be an integer"),
+    ("nn.ClassNLLCriterion", dict(ignoreIndex=2.0 ** 70), "field 'ignoreIndex' = .*: should be an integer in"),
+    ("nn.MarginCriterion", dict(margin="1"), "field 'margin' = '1': should be a number"),
+    ("nn.HingeEmbeddingCriterion", dict(margin=float("inf")), "field 'margin' = inf: should be a finite number"),
+    ("nn.CosineEmbeddingCriterion", dict(margin=True), "field 'margin' = true: should be a number"),
+    ("nn.MultiMarginCriterion", dict(p=1.5), "field 'p' = 1.5: should be an integer"),
+    # CrossEntropyCriterion runs its lsm and nll
+    ("nn.CrossEntropyCriterion", dict(nll=crit("nn.ClassNLLCriterion")), "missing field 'lsm' \\(its nn.LogSoftMax\\)"),
+    ("nn.CrossEntropyCriterion", dict(nll=crit("nn.ClassNLLCriterion"), lsm=lua_module("nn.SoftMax")),
+     "field 'lsm' = a.? nn.SoftMax object: should be an nn.LogSoftMax"),
+    ("nn.CrossEntropyCriterion", dict(nll=mse(), lsm=lua_module("nn.LogSoftMax")),
+     "field 'nll' = a.? nn.MSECriterion object: should be an nn.ClassNLLCriterion"),
+    ("nn.CrossEntropyCriterion", dict(nll=crit("nn.ClassNLLCriterion"), lsm=lua_module("nn.LogSoftMax"),
+                                      sizeAverage="no"), "field 'sizeAverage' = 'no': should be true or false"),
+    ("nn.MultiLabelSoftMarginCriterion", {}, "missing field 'sigmoid' \\(its nn.Sigmoid\\)"),
+    ("nn.MultiLabelSoftMarginCriterion", dict(sigmoid=lua_module("nn.Tanh")), "field 'sigmoid' = a.? nn.Tanh object"),
+    # criterion containers: a list of criterions and one finite number per criterion
+    ("nn.ParallelCriterion", dict(criterions=3), "field 'criterions' = 3: should be a Lua list of modules"),
+    ("nn.ParallelCriterion", {}, "missing field 'criterions'"),
+    ("nn.ParallelCriterion", dict(criterions=t7.LuaTable({1: mse(), 3: mse()}), weights=t7.LuaList([1, 1])),
+     "field 'criterions' = .*: should be a Lua list of modules \\(keys 1..n, no holes\\)"),
+    ("nn.ParallelCriterion", dict(criterions=t7.LuaList([mse(), lua_module("nn.Tanh")]), weights=t7.LuaList([1, 2])),
+     "field 'criterions\\[2\\]' = a.? nn.Tanh object: should be a criterion"),
+    ("nn.ParallelCriterion", dict(criterions=t7.LuaList([mse()])),
+     "missing field 'weights' \\(one number per criterion\\)"),
+    ("nn.ParallelCriterion", dict(criterions=t7.LuaList([mse(), mse()]), weights=t7.LuaList([1])),
+     "field 'weights' = .*: should hold 2 numbers"),
+    ("nn.ParallelCriterion", dict(criterions=t7.LuaList([mse()]), weights=t7.LuaList([float("nan")])),
+     "field 'weights\\[1\\]' = nan: should be a finite number"),
+    ("nn.ParallelCriterion", dict(criterions=t7.LuaList([mse()]), weights=t7.LuaList(["2"])),
+     "field 'weights\\[1\\]' = '2': should be a finite number"),
+    ("nn.ParallelCriterion", dict(criterions=t7.LuaList([mse()]), weights=3), "field 'weights' = 3: should be a list"),
+    ("nn.MultiCriterion", dict(criterions=t7.LuaList([mse()]), weights=double_storage([])),
+     "field 'weights' = .*: should hold 1 number \\(one per criterion\\)"),
+])
+def test_invalid_criterion_fields_are_refused_naming_them(typename, fields, message):
+    with pytest.raises(LuaModelError, match=rf"^{typename.replace('.', '[.]')} at model: " + message):
+        from_lua(crit(typename, **fields))
+
+
+def test_invalid_child_criterion_is_named_by_its_path():
+    lua = crit("nn.ParallelCriterion", criterions=t7.LuaList([mse(), mse(sizeAverage=1)]),
+               weights=t7.LuaList([1, 1]))
+    with pytest.raises(LuaModelError, match=r"^nn\.MSECriterion at model\.criterions\[2\]: field 'sizeAverage' = 1"):
+        from_lua(lua)
+
+
+def test_criterion_container_holding_itself_is_refused():
+    lua = crit("nn.ParallelCriterion", weights=t7.LuaList([1]))
+    lua.fields["criterions"] = t7.LuaList([lua])
+    with pytest.raises(LuaModelError,
+                       match=r"nn\.ParallelCriterion at model: contains itself \(criterions\[1\] is model\)"):
+        from_lua(lua)
+
+
+def test_what_lua_accepts_in_criterions_is_accepted():
+    """Lua reads only the first #criterions weights and any numeric storage; sizeAverage nil is the default;
+    MultiMarginCriterion's C p squares for any p other than 1 (THNN's `p == 1 ? z : z*z`)."""
+    parallel = from_lua(crit("nn.ParallelCriterion", criterions=t7.LuaList([mse()]), weights=t7.LuaList([2, 5]),
+                             repeatTarget=1))
+    assert parallel.weights == [2.0] and parallel.repeatTarget is True
+    x, y = torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    assert parallel([x], y).item() == 2.0
+    multi = from_lua(crit("nn.MultiCriterion", criterions=t7.LuaList([mse(), mse()]),
+                          weights=t7.Storage(torch.tensor([1, 3]), "torch.LongStorage")))
+    assert multi(x, y).item() == 4.0
+    assert from_lua(crit("nn.MSECriterion")).size_average
+    scores = torch.tensor([[0.0, 0.5]], dtype=torch.float64)
+    p3 = from_lua(crit("nn.MultiMarginCriterion", p=3, margin=1, sizeAverage=True))
+    assert p3(scores, torch.tensor([1])).item() == pytest.approx(1.5 ** 2 / 2)
+    empty = from_lua(crit("nn.ParallelCriterion", criterions=t7.LuaTable(), weights=t7.LuaTable()))
+    assert len(empty.criterions) == 0
+
+
+def test_criterion_errors_at_forward_name_the_path():
+    lua = crit("nn.ParallelCriterion", criterions=t7.LuaList([mse(), crit("nn.ClassNLLCriterion")]),
+               weights=t7.LuaList([1, 1]))
+    parallel = from_lua(lua)
+    with pytest.raises(LuaCriterionError, match=r"nn\.ClassNLLCriterion at model\.criterions\[2\]: target class 7 "
+                                                r"out of range 1\.\.3"):
+        parallel([torch.zeros(2), torch.zeros(2, 3)], [torch.zeros(2), torch.tensor([1, 7])])

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fbresnet_port import t7
-from fbresnet_port.lua_nn import from_lua, lua_module
+from fbresnet_port.lua_nn import LuaModelError, from_lua, lua_module
 from fbresnet_port.lua_nn.text import LuaInputError
 from zoo_fixtures import check_case, check_round_trip, lua_file
 
@@ -81,7 +81,7 @@ def test_conv_map_hand_computed_table_with_repeated_pair():
 
 def test_conv_map_rejects_too_few_planes():
     m = conv_map([[1, 1], [2, 1]], torch.ones(2, 1, 1), torch.zeros(1))
-    with pytest.raises(LuaInputError, match="1 planes, the module expects 2"):
+    with pytest.raises(LuaInputError, match="has 1 planes, the module expects at least 2 "):
         m(torch.ones(1, 4, 4))
 
 
@@ -234,3 +234,54 @@ def test_abs_gradient_is_plus_one_at_zero():
     x = torch.tensor([-2.0, 0.0, 3.0], requires_grad=True)
     m(x).backward(torch.ones(3))
     assert x.grad.tolist() == [-1.0, 1.0, 1.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation (issue #15): what THNN reads, and the errors for what it cannot
+# ----------------------------------------------------------------------------------------------
+
+def test_conv_map_reads_the_first_nInputPlane_planes_of_a_wider_input():
+    """THNN checks input planes >= nInputPlane and reads the planes the table names."""
+    torch.manual_seed(3)
+    w, b = torch.randn(2, 2, 2), torch.randn(1)
+    table = torch.tensor([[1.0, 1.0], [2.0, 1.0]])
+    m = from_lua(lua_module("nn.SpatialConvolutionMap", connTable=table, weight=w, bias=b, kW=2, kH=2, dW=1, dH=1,
+                            nInputPlane=4, nOutputPlane=1))
+    x = torch.randn(2, 5, 4, 4)
+    expected = F.conv2d(x[:, :2], w.unsqueeze(0), b)
+    assert torch.allclose(m(x), expected, atol=1e-6)
+    with pytest.raises(LuaInputError, match=r"nn.SpatialConvolutionMap at model: the input \(2x3x4x4\) has 3 planes, "
+                                            r"the module expects at least 4 \(nInputPlane\)"):
+        m(x[:, :3])
+
+
+def test_subsampling_2011_weight_layout_and_its_errors():
+    """2011 files: weight nInputPlane x kH x kW, of which THNN reads the first nInputPlane values."""
+    w = torch.arange(1.0, 9.0).reshape(2, 2, 2)
+    fields = dict(nInputPlane=2, kW=2, kH=2, dW=2, dH=2, bias=torch.zeros(2))
+    m = from_lua(lua_module("nn.SpatialSubSampling", weight=w, **fields))
+    assert m.weight.tolist() == [1.0, 2.0]
+    with pytest.raises(LuaModelError) as info:
+        from_lua(lua_module("nn.SpatialSubSampling", weight=torch.ones(3, 2, 2), **fields))
+    assert str(info.value) == ("nn.SpatialSubSampling at model: field 'weight' = a FloatTensor of size 3x2x2: should "
+                               "be of size 2 (nInputPlane), or 2 x kH x kW (2011 layout)")
+
+
+def test_normalisation_without_its_estimator_is_one_error():
+    with pytest.raises(LuaModelError) as info:
+        from_lua(lua_module("nn.SpatialSubtractiveNormalization", nInputPlane=3, kernel=torch.ones(3, 3)))
+    assert str(info.value) == ("nn.SpatialSubtractiveNormalization at model: missing sub-module meanestimator (saved "
+                               "by every torch/nn version that has this class; the file looks damaged)")
+
+
+def test_volumetric_convolution_2d_weight_view_and_missing_stride():
+    """THNN VolumetricConvolutionMM takes the 2-D view of the weight; the strides are handed to it as they are."""
+    torch.manual_seed(4)
+    w = torch.randn(2, 1, 1, 2, 2)
+    fields = dict(nInputPlane=1, nOutputPlane=2, kT=1, kW=2, kH=2, dT=1, dW=1, bias=torch.zeros(2))
+    with pytest.raises(LuaModelError) as info:
+        from_lua(lua_module("nn.VolumetricConvolution", weight=w.reshape(2, 4), **fields))
+    assert str(info.value) == "nn.VolumetricConvolution at model: missing field 'dH' (an integer)"
+    m = from_lua(lua_module("nn.VolumetricConvolution", weight=w.reshape(2, 4), dH=1, **fields))
+    x = torch.randn(1, 1, 2, 3, 3)
+    assert torch.allclose(m(x), F.conv3d(x, w, torch.zeros(2)), atol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fbresnet_port import t7
-from fbresnet_port.lua_nn import from_lua, lua_module
+from fbresnet_port.lua_nn import LuaForwardError, LuaModelError, from_lua, lua_module
 from fbresnet_port.lua_nn.text import LuaInputError
 from zoo_fixtures import check_case, check_round_trip
 
@@ -232,3 +232,163 @@ def test_spatial_softmax_over_planes():
     x = torch.randn(3, 2, 2)
     assert torch.allclose(sm(x).sum(0), torch.ones(2, 2))
     assert torch.allclose(sm(x.unsqueeze(0))[0], sm(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation at conversion (issue #15): one LuaModelError naming path, class, field, value, expectation
+# ----------------------------------------------------------------------------------------------
+
+W32 = torch.zeros(3, 2)
+CONV = dict(inputFrameSize=2, outputFrameSize=3, kW=2, dW=1, weight=torch.zeros(3, 4), bias=torch.zeros(3))
+SUB = dict(inputFrameSize=2, kW=2, dW=1, weight=torch.zeros(2), bias=torch.zeros(2))
+
+
+@pytest.mark.parametrize("typename, fields, message", [
+    # LookupTable: weight nIndex x nOutput, floating, not empty; maxNorm/normType numbers; C bool flag
+    ("nn.LookupTable", {}, "missing tensor field 'weight'"),
+    ("nn.LookupTable", dict(weight=torch.zeros(6)),
+     "field 'weight' = a FloatTensor of size 6: should be 2-dimensional"),
+    ("nn.LookupTable", dict(weight=torch.zeros(3, 2, dtype=torch.long)),
+     "field 'weight' = a LongTensor of size 3x2: should be a floating-point tensor"),
+    ("nn.LookupTable", dict(weight=torch.zeros(3, 2, dtype=torch.bool)), "field 'weight' = a BoolTensor"),
+    ("nn.LookupTable", dict(weight=torch.zeros(0)), "field 'weight' = an empty FloatTensor: should be a non-empty"),
+    ("nn.LookupTable", dict(weight=W32, paddingValue=1.5), "field 'paddingValue' = 1.5: should be an integer"),
+    ("nn.LookupTable", dict(weight=W32, maxNorm=True), "field 'maxNorm' = true: should be a number"),
+    ("nn.LookupTable", dict(weight=W32, maxNorm=float("nan")), "field 'maxNorm' = nan: should be a finite number"),
+    ("nn.LookupTable", dict(weight=W32, maxNorm=1.0, normType=0), "field 'normType' = 0: should be a positive number"),
+    ("nn.LookupTable", dict(weight=W32, shouldScaleGradByFreq=1),
+     "field 'shouldScaleGradByFreq' = 1: should be true or false"),
+    # TemporalConvolution: sizes are integers >= 1; weight exactly outputFrameSize x kW*inputFrameSize (never
+    # reshaped), a bias of outputFrameSize elements (Lua has no bias-less TemporalConvolution)
+    ("nn.TemporalConvolution", dict(CONV, kW=float("nan")), "field 'kW' = nan: should be an integer"),
+    ("nn.TemporalConvolution", dict(CONV, kW=float("inf")), "field 'kW' = inf: should be an integer"),
+    ("nn.TemporalConvolution", dict(CONV, kW=True), "field 'kW' = true: should be an integer"),
+    ("nn.TemporalConvolution", dict(CONV, kW=0), r"field 'kW' = 0: should be an integer in \[1, 2147483647\]"),
+    ("nn.TemporalConvolution", dict(CONV, dW=-1), r"field 'dW' = -1: should be an integer in \[1, "),
+    ("nn.TemporalConvolution", dict(CONV, inputFrameSize=2 ** 40),
+     r"field 'inputFrameSize' = 1099511627776: should be an integer in \[1, 2147483647\]"),
+    ("nn.TemporalConvolution", dict(CONV, outputFrameSize="3"), "field 'outputFrameSize' = '3': should be an integer"),
+    ("nn.TemporalConvolution", dict(CONV, weight=torch.zeros(12)),
+     "field 'weight' = a FloatTensor of size 12: should be of size 3x4"),
+    ("nn.TemporalConvolution", dict(CONV, weight=torch.zeros(3, 2, 2)),
+     "field 'weight' = a FloatTensor of size 3x2x2: should be of size 3x4"),
+    ("nn.TemporalConvolution", dict(CONV, bias=None), "missing tensor field 'bias'"),
+    ("nn.TemporalConvolution", dict(CONV, bias=torch.zeros(4)),
+     "field 'bias' = a FloatTensor of size 4: should have 3 elements"),
+    ("nn.TemporalConvolution", dict(CONV, bias=torch.zeros(3, dtype=torch.int32)),
+     "field 'bias' = an? IntTensor of size 3: should be a floating-point tensor"),
+    # TemporalSubSampling: weight and bias of inputFrameSize elements
+    ("nn.TemporalSubSampling", dict(SUB, inputFrameSize=None), "missing field 'inputFrameSize'"),
+    ("nn.TemporalSubSampling", dict(SUB, weight=torch.zeros(3)),
+     "field 'weight' = a FloatTensor of size 3: should have 2"),
+    ("nn.TemporalSubSampling", dict(SUB, bias=torch.zeros(0)), "field 'bias' = an empty FloatTensor"),
+    ("nn.TemporalMaxPooling", {}, "missing field 'kW'"),
+    ("nn.TemporalMaxPooling", dict(kW=2, dW=2.5), "field 'dW' = 2.5: should be an integer"),
+    # Add / Mul / CMul
+    ("nn.Add", {}, "missing tensor field 'bias'"),
+    ("nn.Add", dict(bias=torch.zeros(2, 2), scalar=True),
+     "field 'bias' = a FloatTensor of size 2x2: should be 1-dimensional"),
+    ("nn.Mul", dict(weight=torch.zeros(1, 1)), "field 'weight' = a FloatTensor of size 1x1: should be 1-dimensional"),
+    ("nn.Mul", dict(weight=torch.zeros(0)), "field 'weight' = an empty FloatTensor"),
+    ("nn.CMul", dict(weight=torch.ones(3, dtype=torch.uint8)), "field 'weight' = a ByteTensor of size 3"),
+    ("nn.CMul", dict(weight=3.0), "field 'weight' = 3: should be a tensor"),
+    # Bilinear: weight out x in1 x in2, bias (optional) of out elements
+    ("nn.Bilinear", dict(weight=torch.zeros(3, 4)),
+     "field 'weight' = a FloatTensor of size 3x4: should be 3-dimensional"),
+    ("nn.Bilinear", dict(weight=torch.zeros(3, 4, 5), bias=torch.zeros(4)),
+     "field 'bias' = a FloatTensor of size 4: should have 3"),
+    ("nn.Bilinear", dict(weight=torch.zeros(3, 4, 5), bias=torch.zeros(0)), "field 'bias' = an empty FloatTensor"),
+    # Cosine / Euclidean: a 2-D weight
+    ("nn.Cosine", dict(weight=torch.zeros(5)), "field 'weight' = a FloatTensor of size 5: should be 2-dimensional"),
+    ("nn.Euclidean", dict(weight=torch.zeros(2, 3, dtype=torch.float64)[:, :0]),
+     "field 'weight' = an empty DoubleTensor"),
+    # scalar fields of the table / selection layers
+    ("nn.Replicate", {}, "missing field 'nfeatures'"),
+    ("nn.Replicate", dict(nfeatures=float("inf")), "field 'nfeatures' = inf: should be an integer"),
+    ("nn.Replicate", dict(nfeatures=3, dim=0), r"field 'dim' = 0: should be an integer in \[1, "),
+    ("nn.Replicate", dict(nfeatures=3, ndim="2"), "field 'ndim' = '2': should be an integer"),
+    ("nn.MixtureTable", dict(dim=-1), r"field 'dim' = -1: should be an integer in \[1, "),
+    ("nn.PairwiseDistance", dict(norm=0), "field 'norm' = 0: should be a positive number"),
+    ("nn.PairwiseDistance", dict(norm=t7.LuaTable()), "field 'norm' = .*: should be a number"),
+    ("nn.Index", {}, "missing field 'dimension'"),
+    ("nn.Index", dict(dimension=1.5), "field 'dimension' = 1.5: should be an integer"),
+])
+def test_invalid_fields_are_refused_naming_them(typename, fields, message):
+    fields = {k: v for k, v in fields.items() if v is not None}  # None: the field left out
+    with pytest.raises(LuaModelError, match=rf"^{typename.replace('.', '[.]')} at model: " + message):
+        m(typename, **fields)
+
+
+def test_invalid_field_deep_in_a_model_is_named_by_its_path():
+    seq = lua_module("nn.Sequential", modules=t7.LuaList([
+        lua_module("nn.LookupTable", weight=torch.zeros(5, 2)),
+        lua_module("nn.TemporalConvolution", **dict(CONV, weight=torch.zeros(4, 3)))]))
+    with pytest.raises(LuaModelError, match=r"nn\.TemporalConvolution at model\.modules\[2\]: field 'weight' = "
+                                            r"a FloatTensor of size 4x3: should be of size 3x4"):
+        from_lua(seq)
+
+
+def test_what_lua_accepts_is_accepted():
+    """Lua reads these as they are: maxNorm/normType false (`if not self.maxNorm`, `normType or 2`),
+    paddingValue false (`or 0`), biases by their element count, a Mul weight of several elements
+    (weight[1]), a Bilinear without bias, flags of any value (`if self.transA`)."""
+    lt = m("nn.LookupTable", weight=torch.arange(6.0).reshape(3, 2), maxNorm=False, normType=False,
+           paddingValue=False)
+    assert lt.max_norm is None and lt.padding_value == 0
+    assert lt(torch.tensor([3])).tolist() == [[4.0, 5.0]]
+    conv = m("nn.TemporalConvolution", **dict(CONV, bias=torch.tensor([[1.0], [2.0], [3.0]])))
+    assert conv(torch.zeros(2, 2)).tolist() == [[1.0, 2.0, 3.0]]
+    assert m("nn.Mul", weight=torch.tensor([2.0, 7.0]))(torch.ones(2)).tolist() == [2.0, 2.0]
+    bil = m("nn.Bilinear", weight=torch.ones(1, 2, 2))
+    assert bil.bias is None and bil([torch.ones(1, 2), torch.ones(1, 2)]).tolist() == [[4.0]]
+    mm = m("nn.MM", transA=0)  # 0 is true in Lua
+    a, b = torch.randn(3, 2), torch.randn(3, 4)
+    assert torch.allclose(mm([a, b]), a.t() @ b)
+
+
+def test_chain_of_similarity_layers_is_checked_at_conversion():
+    seq = lua_module("nn.Sequential", modules=t7.LuaList([
+        lua_module("nn.Cosine", weight=torch.zeros(4, 5)), lua_module("nn.Euclidean", weight=torch.zeros(3, 2))]))
+    with pytest.raises(LuaModelError, match=r"nn\.Euclidean at model\.modules\[2\]: takes 3 planes "
+                                            r"\(inputSize, weight:size\(1\)\), but the module before it gives 4"):
+        from_lua(seq)
+    cos = from_lua(lua_module("nn.Cosine", weight=torch.zeros(4, 5)))
+    assert cos.lua_planes(5) == 4 and cos.lua_planes(None) == 4
+
+
+def test_forward_errors_name_the_module_path_and_what_it_expects():
+    seq = from_lua(lua_module("nn.Sequential", modules=t7.LuaList([
+        lua_module("nn.TemporalConvolution", **CONV), lua_module("nn.LookupTable", weight=torch.zeros(3, 2))])))
+    with pytest.raises(LuaInputError, match=r"nn\.TemporalConvolution at model\.modules\[1\]: input frame size "
+                                            r"is 5, expected 2"):
+        seq(torch.zeros(4, 5))
+    lt = from_lua(lua_module("nn.Sequential", modules=t7.LuaList([lua_module("nn.LookupTable", weight=W32)])))
+    with pytest.raises(LuaInputError, match=r"nn\.LookupTable at model\.modules\[1\]: index 4 is outside 1\.\.3"):
+        lt(torch.tensor([4]))
+    add = from_lua(lua_module("nn.Add", bias=torch.zeros(3)))
+    with pytest.raises(LuaForwardError, match=r"nn\.Add at model: .*\(input: 2x4; expected: a tensor of size 3 "
+                                              r"\(the bias\) or a batch of them \(3 elements per sample\)\)"):
+        add(torch.zeros(2, 4))
+
+
+def test_mixture_table_used_with_table_experts_refuses_a_tensor_of_experts():
+    mix = m("nn.MixtureTable", dim=2, table=True)  # as Lua saves it after a forward with a table of experts
+    gater = torch.tensor([[0.25, 0.75]])
+    assert mix([gater, [torch.ones(1, 3), 3 * torch.ones(1, 3)]]).tolist() == [[2.5, 2.5, 2.5]]
+    with pytest.raises(LuaInputError, match="field 'table' is true"):
+        mix([gater, torch.ones(1, 2, 3)])
+
+
+def test_chain_of_temporal_layers_is_checked_at_conversion():
+    """LookupTable -> TemporalConvolution -> TemporalMaxPooling -> TemporalConvolution: each temporal layer takes
+    the frame size (features) the layer before it gives."""
+    conv2 = lua_module("nn.TemporalConvolution", inputFrameSize=3, outputFrameSize=2, kW=1, dW=1,
+                       weight=torch.zeros(2, 3), bias=torch.zeros(2))
+    chain = [lua_module("nn.LookupTable", weight=torch.zeros(5, 2)), lua_module("nn.TemporalConvolution", **CONV),
+             lua_module("nn.TemporalMaxPooling", kW=2), conv2]
+    seq = from_lua(lua_module("nn.Sequential", modules=t7.LuaList(chain)))
+    assert seq(torch.tensor([[1, 2, 3, 4, 5]])).shape == (1, 2, 2)
+    swapped = lua_module("nn.Sequential", modules=t7.LuaList([chain[0], conv2, chain[2], chain[1]]))
+    with pytest.raises(LuaModelError, match=r"nn\.TemporalConvolution at model\.modules\[2\]: takes 3 planes "
+                                            r"\(inputFrameSize\), but the module before it gives 2"):
+        from_lua(swapped)

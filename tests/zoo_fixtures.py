@@ -79,37 +79,43 @@ def check_case(group: str, case: str) -> None:
     """Every check of one fixture case (tolerances: 1e-4 float32, 1e-6 float64, relative to max|ref|)."""
     lua = lua_file(group, case, "model.t7")
     x = lua_file(group, case, "input.t7")
-    info = manifest(group, case)
 
     model = from_lua(lua).eval()
-    assert [tuple(p.shape) for p in model.parameters()] == [tuple(s["shape"]) for s in info["param_shapes"]]
     with torch.no_grad():
-        out = model(x)
-    assert all(t.dtype == torch.float32 for t in leaves(out))
-    assert_tree_close(out, lua_file(group, case, "output_eval.t7"), 1e-4, f"{case} output_eval")
+        out32 = model(x)
 
     model = from_lua(lua).double().eval()
     x64 = tree_map(lambda t: t.double().requires_grad_(True) if t.is_floating_point() else t.clone(), x)
     out = model(x64)
-    assert_tree_close(out.detach() if isinstance(out, torch.Tensor) else tree_map(torch.Tensor.detach, out),
-                      lua_file(group, case, "output_eval_f64.t7"), 1e-6, f"{case} output_eval_f64")
-
     grad_out = tree_map(torch.Tensor.double, lua_file(group, case, "gradOutput.t7"))
     torch.autograd.backward(list(leaves(out)), list(leaves(grad_out)))
+    grad_in = [leaf.grad if leaf.is_floating_point() and leaf.grad is not None else torch.zeros_like(leaf)
+               for leaf in leaves(x64)]
+    params = list(model.parameters())
+    flat = torch.cat([p.grad.reshape(-1) for p in params]) if params else torch.zeros(0, dtype=torch.float64)
+    compare_case(group, case, [tuple(p.shape) for p in params], out32,
+                 out.detach() if isinstance(out, torch.Tensor) else tree_map(torch.Tensor.detach, out), grad_in, flat)
+
+
+def compare_case(group: str, case: str, param_shapes: list[tuple[int, ...]], out32: Any, out64: Any,
+                 grad_in: list[torch.Tensor], grad_params: torch.Tensor) -> None:
+    """A model's results on a fixture case against Lua's: parameter shapes (Lua order), the evaluate output in
+    float32 (1e-4) and float64 (1e-6), and in float64 the input gradient (index inputs: Lua's zeros) and the flat
+    parameter gradient for the stored gradOutput (1e-6), relative to the largest magnitude of the reference."""
+    info = manifest(group, case)
+    assert param_shapes == [tuple(s["shape"]) for s in info["param_shapes"]]
+    assert all(t.dtype == torch.float32 for t in leaves(out32))
+    assert_tree_close(out32, lua_file(group, case, "output_eval.t7"), 1e-4, f"{case} output_eval")
+    assert_tree_close(out64, lua_file(group, case, "output_eval_f64.t7"), 1e-6, f"{case} output_eval_f64")
     ref_grad_in = list(leaves(lua_file(group, case, "gradInput_f64.t7")))
     scale = max_abs([t for t in ref_grad_in if t.is_floating_point()])
-    inputs = list(leaves(x64))
-    assert len(inputs) == len(ref_grad_in)
-    for i, (leaf, ref) in enumerate(zip(inputs, ref_grad_in)):
-        if leaf.is_floating_point():
-            grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+    assert len(grad_in) == len(ref_grad_in)
+    for i, (grad, ref) in enumerate(zip(grad_in, ref_grad_in)):
+        if grad.is_floating_point():
             assert_close(grad, ref, 1e-6, f"{case} gradInput_f64[{i}]", scale)
         else:  # an index / mask input: Lua returns zeros
             assert not ref.double().abs().sum().item(), f"{case}: Lua's gradInput[{i}] of an index is not zero"
-
-    params = list(model.parameters())
-    flat = torch.cat([p.grad.reshape(-1) for p in params]) if params else torch.zeros(0, dtype=torch.float64)
-    assert_close(flat, lua_file(group, case, "gradParams_f64.t7").double(), 1e-6, f"{case} gradParams_f64")
+    assert_close(grad_params, lua_file(group, case, "gradParams_f64.t7").double(), 1e-6, f"{case} gradParams_f64")
 
 
 def check_round_trip(group: str, case: str, tmp_path: Any) -> None:

@@ -11,34 +11,38 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from torch import nn
 
 from . import containers, layers, shapes, simple  # noqa: F401  (register the classes)
-from . import criterions, graph, legacy, rnn, text  # noqa: F401,E402  (register more families)
+from . import criterions, dpnn, graph, legacy, rnn, text, torchrnn  # noqa: F401,E402  (register more families)
 from . import charrnn  # noqa: F401,E402  (char-rnn's OneHot, dpnn's nn.OneHot)
-from ._base import (REGISTRY, LuaModelError, LuaModule, find_modules, from_lua, lua_module, lua_str, register,
-                    select, to_lua, unregister)
+from ._base import (LUA_OPTIONS, REGISTRY, LuaForwardError, LuaModelError, LuaModule, check_options, find_modules,
+                    from_lua, lua_module, lua_str, register, select, to_lua, unregister)
 
-__all__ = ["from_lua", "load_lua_model", "to_lua", "lua_module", "LuaModule", "LuaModelError",
+__all__ = ["from_lua", "load_lua_model", "to_lua", "lua_module", "LuaModule", "LuaModelError", "LuaForwardError",
+           "LUA_OPTIONS",
            "supported_classes", "supported_classes_markdown", "lua_str", "register", "unregister",
            "find_modules"]
 
 
-def load_lua_model(path_or_object: Any, key: str | None = None) -> nn.Module:
-    """``from_lua(t7.load(path))``; a loaded Lua object is converted directly.
+def load_lua_model(path_or_object: Any, key: str | None = None,
+                   options: Mapping[str, Any] | None = None) -> nn.Module:
+    """``from_lua(t7.load(path), options)``; a loaded Lua object is converted directly.
 
     ``key`` picks the module inside a checkpoint table, e.g. ``key='protos.rnn'`` for char-rnn's
     ``{protos={rnn=..., criterion=...}, opt=..., vocab=...}`` (list indices 1-based: ``'layers[2]'``).
+    ``options``: see :data:`LUA_OPTIONS` (unknown names are refused before the file is read).
     """
+    check_options(options)
     obj = path_or_object
     if isinstance(obj, (str, os.PathLike)):
         from .. import t7
         obj = t7.load(obj)
     if key is not None:
         obj = select(obj, key)
-    return from_lua(obj)
+    return from_lua(obj, options)
 
 
 def supported_classes() -> list[str]:

@@ -1,22 +1,47 @@
 """Shared machinery of the Lua ``nn`` <-> PyTorch conversion: the :class:`LuaModule` mixin, the class
 registry, field access with error paths, and the export helpers (:func:`lua_module`, :func:`to_lua`).
 
+A Lua file is untrusted: :class:`Fields` checks every field a converter reads (type, finiteness, range, shape;
+sizes up to :data:`MAX_DIM_SIZE`, so nothing allocates more than the file holds) and raises one
+:class:`LuaModelError` line "<class> at <path>: field '<name>' = <value>: <what Lua expects>"; containers refuse
+cycles and check that their chain of modules fits (:meth:`LuaModule.lua_planes`); an error while a converted module
+runs becomes a :class:`LuaForwardError` naming its Lua path, class and input shapes.
+
 Port of the object model of torch/nn ``Module.lua`` / ``Container.lua``: a module is a Lua class name
 plus a table of fields; ``parameters()`` is depth-first over ``modules``, weight before bias.
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
+import math
 import re
-from typing import Any, Callable, ClassVar, Iterable, TypeVar
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Iterable, Mapping, TypeVar
 
 import torch
 from torch import nn
 
 from .. import t7
-from ..errors import UserError
+from ..errors import UserError, note
 
 _MISSING = object()
+MISSING = _MISSING  # the "no default" marker of the Fields readers
+
+# Upper bound of any size read from a Lua file (a dimension, a plane count, a kernel): what Torch's
+# 32-bit int arguments of the THNN kernels take. A size above it is refused before anything is allocated.
+MAX_DIM_SIZE = 2 ** 31 - 1
+# Fields whose tensors are a module's parameters or running statistics: checked strictly (no empty
+# tensor, a floating dtype), as Lua's float/double modules fail on anything else.
+_PARAM_FIELDS = frozenset({"weight", "bias", "running_mean", "running_var", "running_std"})
+
+# Options of a conversion (from_lua(obj, options=...), convert --...): name -> default. Converters read
+# ``f.options[name]``; an unknown name is refused by from_lua.
+LUA_OPTIONS: dict[str, Any] = {
+    # torch/nn after 2017-08-03 (commit 919eeca): a training-mode BatchNormalization given a batch of one, and so
+    # nn.InstanceNormalization, normalises with its running statistics (default: the batch's, as before)
+    "batch_of_one_running_stats": False,
+}
 
 
 class LuaModelError(UserError, ValueError):
@@ -31,6 +56,15 @@ class LuaModelError(UserError, ValueError):
         super().__init__(message)
         self.unsupported = unsupported or {}
         self.problems = problems or []
+
+
+class LuaForwardError(UserError, RuntimeError):
+    """An error raised inside a converted module while it runs, naming the Lua module (path and class),
+    the shapes it got and, where the class knows it, what it expects; ``__cause__`` is torch's error."""
+
+    def __init__(self, message: str, path: str = "", typename: str = ""):
+        super().__init__(message)
+        self.path, self.typename = path, typename
 
 
 # Lua typename -> the converter of that class: a LuaModule subclass, or a function registered with
@@ -92,6 +126,117 @@ class LuaModule:
     def __repr__(self) -> str:
         return self.lua_str()
 
+    @property
+    def lua_path(self) -> str:
+        """Where the module was in the Lua tree (``model.modules[2]``); its class name if not converted."""
+        return self.__dict__.get("_lua_path") or self.lua_typename
+
+    @lua_path.setter
+    def lua_path(self, value: str) -> None:
+        self.__dict__["_lua_path"] = value
+
+    def lua_planes(self, planes: int | None) -> int | None:
+        """The feature planes after this module (dim 1 of a batch, the features of a 2-D input) from
+        ``planes`` before it; None = unknown. Layers that take a fixed number check it with
+        :func:`check_planes`; shape-preserving ones return ``planes``. Default: unknown."""
+        return None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``nn.Module.__call__``; an exception other than a project error becomes a :class:`LuaForwardError`
+        naming this module (like Lua's error, which names the module that failed). Not while compiling,
+        exporting or tracing (the graph must stay the plain forward)."""
+        if _tracing():
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        try:
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        except (UserError, MemoryError, torch.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            raise forward_error(self, exc, args) from exc
+
+
+def _tracing_checks() -> tuple[Callable[[], bool], ...]:
+    checks: list[Callable[[], bool]] = [torch.jit.is_scripting, torch.jit.is_tracing]
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if compiling is not None:
+        checks.append(compiling)
+    try:
+        from torch.fx import _symbolic_trace as fx
+        fx_tracing = getattr(fx, "_get_is_fx_tracing", None) or getattr(fx, "is_fx_tracing", None)
+        if fx_tracing is not None:
+            checks.append(fx_tracing)
+    except ImportError:  # an older torch
+        pass
+    return tuple(checks)
+
+
+_TRACING_CHECKS = _tracing_checks()
+
+
+def _tracing() -> bool:
+    """Whether torch is compiling, exporting or tracing (then the plain ``nn.Module.__call__`` runs)."""
+    return any(check() for check in _TRACING_CHECKS)
+
+
+def shapes_str(value: Any) -> str:
+    """Input(s) for messages: a tensor as its shape ``2x3x32x32``, a table as ``{2x3, {4, 5}}``."""
+    if isinstance(value, torch.Tensor):
+        return "x".join(map(str, value.shape)) if value.dim() else "a scalar tensor"
+    if isinstance(value, (list, tuple)):
+        return "{" + ", ".join(shapes_str(v) for v in value) + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={shapes_str(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        return "nil"
+    if isinstance(value, (bool, int, float)):
+        return show_value(value)
+    return type(value).__name__
+
+
+def forward_error(module: "LuaModule", exc: Exception, args: tuple) -> LuaForwardError:
+    """The :class:`LuaForwardError` for ``exc`` raised while ``module`` ran on ``args``."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    inputs = shapes_str(args[0] if len(args) == 1 else list(args))
+    detail = f"input: {inputs}"
+    describe = getattr(module, "lua_expected_input", None)
+    if callable(describe):
+        try:
+            expected = describe()
+        except Exception:
+            expected = None
+        if expected:
+            detail += f"; expected: {expected}"
+    typename, path = module.lua_typename, module.lua_path
+    return LuaForwardError(f"{typename} at {path}: {msg} ({detail})", path, typename)
+
+
+def check_planes(module: nn.Module, planes: int | None, expected: int | None,
+                 field: str = "nInputPlane") -> None:
+    """Chain check: ``module`` takes ``expected`` planes (its field ``field``) and the module before it
+    gives ``planes``; raises the :class:`LuaModelError` naming both when they differ (None = unknown)."""
+    if not isinstance(planes, int) or expected is None or planes == expected:  # unknown, or a table's
+        return
+    typename = getattr(module, "lua_typename", type(module).__name__)
+    path = getattr(module, "lua_path", typename)
+    raise LuaModelError(f"{typename} at {path}: takes {expected} planes ({field}), "
+                        f"but the module before it gives {planes}")
+
+
+class TablePlanes(tuple):
+    """The planes of each element of a table output (ConcatTable, SplitTable...; None where unknown). Only
+    classes with ``lua_takes_table_planes`` get it from :func:`planes_after`; the others get None."""
+
+
+def planes_after(module: nn.Module, planes: Any) -> Any:
+    """``module.lua_planes(planes)`` for converted modules; None (unknown) for any other module. A
+    :class:`TablePlanes` is handed only to classes with ``lua_takes_table_planes`` (others get None)."""
+    method = getattr(module, "lua_planes", None)
+    if not callable(method):
+        return None
+    if isinstance(planes, TablePlanes) and not getattr(module, "lua_takes_table_planes", False):
+        planes = None
+    return method(planes)
+
 
 def lua_str(module: nn.Module) -> str:
     """``tostring`` of a module: Lua's format for converted modules, PyTorch's repr otherwise."""
@@ -107,16 +252,80 @@ def indent(text: str, prefix: str) -> str:
 # Reading fields
 # ----------------------------------------------------------------------------------------------
 
-def _int_list(value: Any) -> list[int]:
+def _numbers(value: Any) -> list[Any]:
+    """The numbers of a Lua size list: a number, a list/table 1..n, a LongStorage or a tensor."""
     if isinstance(value, t7.Storage):
         value = value.tensor
     if isinstance(value, torch.Tensor):
-        return [int(v) for v in value.reshape(-1).tolist()]
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"expected a list of numbers, got {show_value(value)}")
+        return value.reshape(-1).tolist()
+    if isinstance(value, dict) and not isinstance(value, t7.LuaList):
+        if not value:
+            return []
+        if sorted(k for k in value if isinstance(k, int) and not isinstance(k, bool)) != list(range(1, len(value) + 1)):
+            raise TypeError(f"expected a list of numbers, got {show_value(value)}")
+        value = [value[k] for k in range(1, len(value) + 1)]
     if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    if isinstance(value, (int, float)):
-        return [int(value)]
-    raise TypeError(f"expected a list of numbers, got {type(value).__name__}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"expected a list of numbers, got {show_value(value)}")
+        return list(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    raise TypeError(f"expected a list of numbers, got {show_value(value)}")
+
+
+def _int_list(value: Any) -> list[int]:
+    return [int(v) for v in _numbers(value)]
+
+
+_TENSOR_KIND = {torch.float32: "FloatTensor", torch.float64: "DoubleTensor", torch.float16: "HalfTensor",
+                torch.int64: "LongTensor", torch.int32: "IntTensor", torch.int16: "ShortTensor",
+                torch.int8: "CharTensor", torch.uint8: "ByteTensor", torch.bool: "BoolTensor"}
+
+
+def show_value(value: Any) -> str:
+    """A Lua value for error messages, written as Lua would (nil, true, nan, inf; tensors as their size)."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return str(int(value)) if value.is_integer() and abs(value) < 2 ** 53 else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, torch.Tensor):
+        kind = _TENSOR_KIND.get(value.dtype, f"{value.dtype} tensor")
+        if value.numel() == 0:
+            return f"an empty {kind}"
+        return f"a {kind} of size {'x'.join(map(str, value.shape)) or 'scalar'}"
+    if isinstance(value, t7.Storage):
+        if len(value) <= 8 and not value.tensor.is_complex():
+            return f"{value.typename.split('.')[-1]}{{{', '.join(show_value(v) for v in value.tensor.tolist())}}}"
+        return f"a {value.typename} of {len(value)} elements"
+    if isinstance(value, t7.TorchObject):
+        return f"a {value.typename} object"
+    if isinstance(value, list) and 0 < len(value) <= 8 and \
+            all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return "{" + ", ".join(show_value(v) for v in value) + "}"
+    if isinstance(value, (list, dict)):
+        return "an empty table" if not value else f"a table of {len(value)} entries"
+    return f"a {type(value).__name__}"
+
+
+def _bound(value: Any, min: Any, max: Any) -> str | None:
+    """What is wrong with ``value`` against the bounds, or None."""
+    if min is not None and value < min:
+        return f">= {show_value(min)}" if max is None else f"in [{show_value(min)}, {show_value(max)}]"
+    if max is not None and value > max:
+        return f"<= {show_value(max)}" if min is None else f"in [{show_value(min)}, {show_value(max)}]"
+    return None
 
 
 def float_param(t: torch.Tensor) -> torch.Tensor:
@@ -128,14 +337,38 @@ def float_param(t: torch.Tensor) -> torch.Tensor:
 class Fields:
     """Read access to the fields of one Lua object; errors name the object's path in the tree."""
 
-    def __init__(self, obj: "t7.TorchObject", path: str):
+    def __init__(self, obj: "t7.TorchObject", path: str, conversion: "_Conversion | None" = None):
         self.obj = obj
         self.typename: str = obj.typename
         self.path = path
         self.raw = obj.fields
+        self._conversion = conversion or _CURRENT.get()
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The options of this conversion (every name of :data:`LUA_OPTIONS`, defaults filled in)."""
+        if self._conversion is not None:
+            return self._conversion.options
+        return MappingProxyType(dict(LUA_OPTIONS))
+
+    def note(self, message: str) -> None:
+        """Tell the user ``message`` as one ``note:`` line, once per conversion however many modules say it."""
+        if self._conversion is not None:
+            self._conversion.note(message)
+        else:
+            note(message)
 
     def error(self, msg: str) -> LuaModelError:
         return LuaModelError(f"{self.typename} at {self.path}: {msg}")
+
+    def bad(self, name: str, value: Any, expected: str) -> LuaModelError:
+        """The error "<class> at <path>: field '<name>' = <value>: <what Lua expects>"."""
+        return self.error(f"field '{name}' = {show_value(value)}: {expected}")
+
+    def check(self, condition: Any, name: str, value: Any, expected: str) -> None:
+        """Raise :meth:`bad` (naming ``name``, ``value`` and what Lua expects) unless ``condition``."""
+        if not condition:
+            raise self.bad(name, value, expected)
 
     def has(self, name: str) -> bool:
         return name in self.raw and self.raw[name] is not None
@@ -144,45 +377,141 @@ class Fields:
         value = self.raw.get(name, default)
         return default if value is None else value
 
-    def num(self, name: str, default: Any = _MISSING) -> Any:
+    def _missing(self, name: str, default: Any, what: str) -> Any:
+        if default is _MISSING:
+            raise self.error(f"missing field '{name}' ({what})")
+        return default
+
+    def num(self, name: str, default: Any = _MISSING, *, min: Any = None, max: Any = None) -> Any:
+        """A finite number (int or float; not a boolean, string, NaN or +-inf) within ``[min, max]``."""
         value = self.raw.get(name)
         if value is None:
-            if default is _MISSING:
-                raise self.error(f"missing field '{name}'")
-            return default
+            return self._missing(name, default, "a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(f"field '{name}' should be a number, got {type(value).__name__}")
+            raise self.bad(name, value, "should be a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.bad(name, value, "should be a finite number")
+        wrong = _bound(value, min, max)
+        if wrong:
+            raise self.bad(name, value, f"should be a number {wrong}")
         return value
 
-    def int(self, name: str, default: Any = _MISSING) -> int:
-        value = self.num(name, default)
-        return value if value is None else int(value)
+    def int(self, name: str, default: Any = _MISSING, *, min: Any = None, max: Any = None) -> Any:
+        """An integer (an integral finite number, 3.0 included) within ``[min, max]``."""
+        value = self.raw.get(name)
+        if value is None:
+            return self._missing(name, default, "an integer")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not value.is_integer()):
+            raise self.bad(name, value, "should be an integer")
+        value = int(value)
+        wrong = _bound(value, min, max)
+        if wrong:
+            raise self.bad(name, value, f"should be an integer {wrong}")
+        return value
 
     def flag(self, name: str, default: bool) -> bool:
+        """Lua truthiness: nil -> ``default``, false -> False, anything else (0 included) -> True."""
         value = self.raw.get(name)
-        return default if value is None else bool(value)
+        if value is None:
+            return default
+        return value is not False
 
-    def tensor(self, name: str, required: bool = True) -> torch.Tensor | None:
-        """A tensor field; ``None`` when missing (or empty and not required)."""
+    def string(self, name: str, default: Any = _MISSING, choices: Iterable[str] | None = None) -> Any:
+        """A string, one of ``choices`` when given."""
         value = self.raw.get(name)
-        if isinstance(value, torch.Tensor) and (value.numel() > 0 or required):
-            return value
-        if value is None or isinstance(value, torch.Tensor):
+        if value is None:
+            return self._missing(name, default, "a string")
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if not isinstance(value, str):
+            raise self.bad(name, value, "should be a string")
+        if choices is not None:
+            choices = list(choices)
+            if value not in choices:
+                raise self.bad(name, value, "should be one of " + ", ".join(map(repr, choices)))
+        return value
+
+    def tensor(self, name: str, required: bool = True, *, dim: int | None = None,
+               shape: tuple | None = None, numel: int | None = None, floating: bool = True,
+               allow_empty: bool | None = None) -> torch.Tensor | None:
+        """A tensor field; ``None`` when missing/nil and not ``required``.
+
+        An empty tensor is an error (Lua fails on it; nil is how Lua says "no bias") unless
+        ``allow_empty``; by default (None) that holds for parameters and running statistics
+        (weight, bias, running_*), while an empty optional buffer of another name reads as None.
+        ``floating`` refuses integer and boolean dtypes; ``dim``/``shape`` (entries int or None = any)/
+        ``numel`` are checked. NaN values are kept (Lua keeps them).
+        """
+        value = self.raw.get(name)
+        if value is None:
             if required:
                 raise self.error(f"missing tensor field '{name}'")
             return None
-        raise self.error(f"field '{name}' should be a tensor, got {type(value).__name__}")
+        if isinstance(value, t7.Storage):
+            value = value.tensor
+        if not isinstance(value, torch.Tensor):
+            raise self.bad(name, value, "should be a tensor")
+        if value.numel() == 0:
+            strict = name in _PARAM_FIELDS if allow_empty is None else not allow_empty
+            if strict:
+                what = "a non-empty tensor" + ("" if required else " (nil when the module has none)")
+                raise self.bad(name, value, f"should be {what}")
+            if allow_empty is None and not required:
+                return None
+        if floating and not value.is_floating_point():
+            raise self.bad(name, value, "should be a floating-point tensor (Float/Double/Cuda), "
+                                        "as Lua's float modules require")
+        if dim is not None and value.dim() != dim:
+            raise self.bad(name, value, f"should be {dim}-dimensional")
+        if shape is not None:
+            if value.dim() != len(shape) or any(e is not None and e != n for e, n in zip(shape, value.shape)):
+                want = "x".join("*" if e is None else str(e) for e in shape)
+                raise self.bad(name, value, f"should be of size {want}")
+        if numel is not None and value.numel() != numel:
+            raise self.bad(name, value, f"should have {numel} elements")
+        return value
 
-    def ints(self, name: str, default: Any = _MISSING) -> list[int] | None:
+    def ints(self, name: str, default: Any = _MISSING, *, min: Any = None, max: Any = None) -> Any:
+        """A list of integers (a number, a table, a LongStorage or a tensor) each within ``[min, max]``."""
         value = self.raw.get(name)
         if value is None:
-            if default is _MISSING:
-                raise self.error(f"missing field '{name}'")
-            return default
+            return self._missing(name, default, "a list of integers")
+        return self.ints_value(name, value, min=min, max=max)
+
+    def ints_value(self, name: str, value: Any, *, min: Any = None, max: Any = None) -> list[int]:
+        """:meth:`ints` of a value found inside a field (``name`` labels it, e.g. ``permutations[2]``)."""
         try:
-            return _int_list(value)
-        except TypeError as exc:
-            raise self.error(f"field '{name}': {exc}") from None
+            numbers = _numbers(value)
+        except TypeError:
+            raise self.bad(name, value, "should be a list of integers") from None
+        out = []
+        for v in numbers:
+            if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+                raise self.bad(name, value, f"should be a list of integers (has {show_value(v)})")
+            wrong = _bound(v, min, max)
+            if wrong:
+                raise self.bad(name, value, f"should be a list of integers {wrong} (has {show_value(v)})")
+            out.append(int(v))
+        return out
+
+    def module_list(self, name: str = "modules", required: bool = True, *, what: str = "modules") -> list[Any]:
+        """The Lua array ``name`` of child objects (a list 1..n; ``{}`` is empty); missing -> error if
+        ``required`` else ``[]``; a number, boolean, string, nn object or table with holes is an error.
+        ``what`` names the entries in messages."""
+        value = self.raw.get(name)
+        if value is None:
+            return self._missing(name, _MISSING if required else [], f"a Lua list of {what}")
+        if isinstance(value, list):
+            return list(value)
+        if isinstance(value, dict):
+            if not value:
+                return []
+            keys = [k for k in value if isinstance(k, int) and not isinstance(k, bool)]
+            if len(keys) == len(value) and sorted(keys) == list(range(1, len(value) + 1)):
+                return [value[k] for k in range(1, len(value) + 1)]
+            raise self.bad(name, value, f"should be a Lua list of {what} (keys 1..n, no holes)")
+        raise self.bad(name, value, f"should be a Lua list of {what}")
 
 
 ChildConverter = Callable[[Any, str], nn.Module]
@@ -208,10 +537,14 @@ class _Conversion:
     """One :func:`from_lua` call: converts the tree depth first and collects, instead of stopping at
     the first, every object whose class has no converter and every other conversion error."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options: Mapping[str, Any] = MappingProxyType({**LUA_OPTIONS, **(options or {})})
+        self.notes: set[str] = set()
         self.unsupported: dict[str, list[str]] = {}
         self.problems: list[str] = []
         self.shared: dict[tuple, nn.Parameter] = {}  # Lua weight/bias storage region -> its Parameter
+        self.stack: dict[int, str] = {}  # id of each object being converted -> its path (cycle check)
+        self.parents: list[tuple[str, str]] = []  # (typename, path) of the objects being converted
 
     def _failures(self) -> int:
         return sum(map(len, self.unsupported.values())) + len(self.problems)
@@ -220,28 +553,53 @@ class _Conversion:
         """The ``convert`` callback handed to every ``from_fields``: Lua object -> module."""
         if not isinstance(obj, t7.TorchObject):
             raise LuaModelError(f"expected a Lua nn module at {path}, got {_kind(obj)}")
+        if id(obj) in self.stack:
+            raise self._cycle(path, self.stack[id(obj)])
         converter = REGISTRY.get(obj.typename)
         if converter is None:
             self.unsupported.setdefault(obj.typename, []).append(path)
             return UnsupportedLuaModule(obj.typename, path)
         failures = self._failures()
-        f = Fields(obj, path)
+        f = Fields(obj, path, self)
+        self.stack[id(obj)] = path
+        self.parents.append((obj.typename, path))
         try:
             module = converter.from_fields(f, self.convert)
         except LuaModelError as exc:
             self._merge(exc, failures)
             return UnsupportedLuaModule(obj.typename, path)
+        except RecursionError:
+            raise LuaModelError(f"{obj.typename} at {path}: modules nested too deeply to convert") from None
         except Exception:
             if self._failures() > failures:  # fallout of a child already reported
                 return UnsupportedLuaModule(obj.typename, path)
             raise
+        finally:
+            del self.stack[id(obj)]
+            self.parents.pop()
         module.lua_typename = obj.typename
+        try:
+            module.lua_path = path
+        except (AttributeError, TypeError):  # a user's module that refuses new attributes
+            pass
         self._tie_shared(obj, module)
         if isinstance(converter, _FunctionConverter):
             module.train(f.flag("train", True))
         else:
             module.training = f.flag("train", True)
         return module
+
+    def note(self, message: str) -> None:
+        """A ``note:`` line for the user, printed the first time this conversion meets it."""
+        if message not in self.notes:
+            self.notes.add(message)
+            note(message)
+
+    def _cycle(self, path: str, ancestor: str) -> LuaModelError:
+        """The error for an object at ``path`` that is already being converted at ``ancestor``."""
+        typename, parent = self.parents[-1] if self.parents else ("object", path)
+        rel = path[len(parent) + 1:] if path.startswith(parent + ".") else path
+        return LuaModelError(f"{typename} at {parent}: contains itself ({rel} is {ancestor})")
 
     def _tie_shared(self, obj: "t7.TorchObject", module: nn.Module) -> None:
         """Modules whose Lua ``weight``/``bias`` are the same storage region (``clone('weight', 'bias')``:
@@ -285,6 +643,8 @@ class _Conversion:
         if self.problems:
             if self.unsupported:
                 lines.append("other problems:")
+            elif len(self.problems) > 1:
+                lines.append(f"{len(self.problems)} problems in the Lua model:")
             lines.extend(self.problems if len(self.problems) == 1 and not self.unsupported
                          else [f"  {p}" for p in self.problems])
         if self.unsupported:
@@ -309,21 +669,44 @@ def _kind(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def from_lua(obj: "t7.TorchObject") -> nn.Module:
+def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` of a conversion with every key checked against :data:`LUA_OPTIONS` (a typo is an error)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(LUA_OPTIONS))
+    if unknown:
+        raise LuaModelError(f"unknown conversion option{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}; known: {', '.join(sorted(LUA_OPTIONS))}")
+    return options
+
+
+# The conversion under way (nested from_lua calls of converters share its options and notes).
+_CURRENT: contextvars.ContextVar["_Conversion | None"] = contextvars.ContextVar("lua_conversion", default=None)
+
+
+def from_lua(obj: "t7.TorchObject", options: Mapping[str, Any] | None = None) -> nn.Module:
     """Convert a Lua ``nn`` module tree (as read by :func:`fbresnet_port.t7.load`) to a PyTorch module.
 
     ``parameters()`` follows Lua's ``model:parameters()`` order; the train/evaluate flag is taken from
     the file. Objects of classes without a converter are all listed in one :class:`LuaModelError`
     (class, count, first paths in the tree), with other conversion errors; a table that is not a module
     (a checkpoint such as char-rnn's ``{protos=..., opt=...}``) names the paths of the modules it holds.
+    ``options`` (names in :data:`LUA_OPTIONS`, e.g. ``{"batch_of_one_running_stats": True}``) choose between
+    torch/nn versions; a conversion inside a converter inherits those of the conversion under way.
     """
     if not is_lua_module(obj) and (not isinstance(obj, t7.TorchObject) or find_modules(obj)):
         raise LuaModelError(not_a_module_message(obj))
-    conversion = _Conversion()
+    outer = _CURRENT.get()
+    options = check_options(options) if options is not None or outer is None else dict(outer.options)
+    conversion = _Conversion(options)
+    if outer is not None:
+        conversion.notes = outer.notes
+    token = _CURRENT.set(conversion)
     try:
         module = conversion.convert(obj, "model")
     except LuaModelError as exc:  # the root itself failed: report it with everything collected so far
         conversion._merge(exc, -1)
+    finally:
+        _CURRENT.reset(token)
     error = conversion.error()
     if error is not None:
         raise error
@@ -476,15 +859,11 @@ def unregister(typename: str) -> None:
         del REGISTRY[typename]
 
 
-def children_of(f: Fields, convert: ChildConverter, name: str = "modules") -> list[nn.Module]:
-    """Convert the ``modules`` list of a Lua container (paths ``<path>.modules[i]``, 1-based)."""
-    mods = f.get(name, [])
-    if isinstance(mods, dict):  # a table that is not a list (empty, or with holes)
-        if not mods:
-            return []
-        keys = sorted(k for k in mods if isinstance(k, int))
-        mods = [mods[k] for k in keys]
-    return [convert(m, f"{f.path}.{name}[{i + 1}]") for i, m in enumerate(mods)]
+def children_of(f: Fields, convert: ChildConverter, name: str = "modules",
+                required: bool = True) -> list[nn.Module]:
+    """Convert the ``modules`` list of a Lua container (paths ``<path>.modules[i]``, 1-based); the list is
+    read with :meth:`Fields.module_list` (missing: an error if ``required``, else no children)."""
+    return [convert(m, f"{f.path}.{name}[{i + 1}]") for i, m in enumerate(f.module_list(name, required))]
 
 
 # ----------------------------------------------------------------------------------------------

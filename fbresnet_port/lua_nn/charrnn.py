@@ -10,55 +10,55 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ._base import ChildConverter, Fields, LuaModule, export_param
-from .text import LuaInputError, _one_based
+from ._base import MAX_DIM_SIZE, ChildConverter, Fields, LuaModule, export_param, float_param
+from .standalone.charrnn import OneHot
+from .text import LuaInputError
 
 __all__ = ["LuaOneHot"]
 
 
-class LuaOneHot(LuaModule, nn.Module):
-    """char-rnn's OneHot(outputSize) / dpnn's nn.OneHot: 1-based indices -> one-hot rows of ``outputSize``.
+class LuaOneHot(LuaModule, OneHot):
+    """char-rnn's OneHot(outputSize) / dpnn's nn.OneHot (the computation: :class:`standalone.charrnn.OneHot`).
 
-    char-rnn's takes a 1-D input (N indices -> N x outputSize), dpnn's any shape (... -> ... x outputSize).
-    The output has the module's float type (``.double()`` makes it float64); no gradient flows to the input.
+    char-rnn's output rows are the rows of its saved ``_eye`` (``self._eye:index(1, input)``): a saved ``_eye``
+    other than the identity is kept and used as Lua uses it (its rows are the valid indices).
     """
 
     lua_types = ("OneHot", "nn.OneHot")
 
-    def __init__(self, output_size: int):
-        super().__init__()
-        self.outputSize = int(output_size)
-        self.register_buffer("_one", torch.ones(()), persistent=False)  # the module's float type
-
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        size = f.int("outputSize")
-        if size < 1:
-            raise f.error(f"outputSize should be positive, got {size}")
-        m = cls(size)
-        eye = f.get("_eye")
-        if isinstance(eye, torch.Tensor) and eye.is_floating_point():
+        size = f.int("outputSize", min=1, max=MAX_DIM_SIZE)
+        char_rnn = f.typename == "OneHot"
+        if not char_rnn or not f.has("_eye"):
+            return cls(size, char_rnn)
+        # updateOutput: output (N x outputSize) :copy(self._eye:float():index(1, input)); nil -> torch.eye
+        eye = f.tensor("_eye", floating=False, allow_empty=False, dim=2)
+        f.check(eye.shape[1] == size and eye.dtype != torch.bool, "_eye", eye,
+                f"should be a matrix of outputSize = {size} columns (torch.eye(outputSize))")
+        identity = eye.shape[0] == size and torch.equal(eye, torch.eye(size, dtype=eye.dtype))
+        m = cls(size, char_rnn, 0 if identity else eye.shape[0])
+        if not identity:
+            m.eye = float_param(eye).float()
+        if eye.is_floating_point():
             m._one = m._one.to(torch.float64 if eye.dtype == torch.float64 else torch.float32)
         return m
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.lua_typename == "OneHot" and input.dim() != 1:
-            raise _bad_shape(self, input)
-        index = _one_based(self, input.detach(), self.outputSize, "index")
-        return F.one_hot(index, self.outputSize).to(self._one.dtype)
+    def input_error(self, what: str) -> LuaInputError:
+        return LuaInputError(f"{self.lua_typename}: {what}")
+
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        rows = 0 if self.eye is None else self.eye.shape[0]
+        return call_expr(g.use(OneHot), self.outputSize, char_rnn=self.char_rnn, eye_rows=rows)
 
     def lua_fields(self) -> dict[str, Any]:
         if self.lua_typename == "OneHot":
-            return {"outputSize": self.outputSize, "_eye": export_param(torch.eye(self.outputSize))}
+            return {"outputSize": self.outputSize,
+                    "_eye": export_param(torch.eye(self.outputSize) if self.eye is None else self.eye)}
         return {"outputSize": self.outputSize}
 
     def lua_str(self) -> str:
         return self.lua_typename if self.lua_typename == "OneHot" else f"{self.lua_typename}({self.outputSize})"
-
-
-def _bad_shape(module: LuaOneHot, input: torch.Tensor) -> LuaInputError:
-    return LuaInputError(f"{module.lua_typename}: char-rnn's OneHot takes a 1-D tensor of indices (one per "
-                         f"sequence of the batch), got shape {tuple(input.shape)}; feed one time step at a time")

@@ -7,24 +7,57 @@ Lua tables are Python lists (nested tables: nested lists). Children keep Lua's o
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from .. import t7
-from ._base import (TORCH_EXPORTERS, ChildConverter, Fields, LuaModule, children_of, empty_tensor, indent,
-                    long_storage, lua_module, lua_str, to_lua)
-from .shapes import _pos_dim
-from .simple import REQUIRED, SimpleLuaModule
-from .text import LuaInputError
+from ._base import (MAX_DIM_SIZE, TORCH_EXPORTERS, ChildConverter, Fields, LuaModule, TablePlanes, children_of,
+                    empty_tensor, indent, long_storage, lua_module, lua_str, planes_after, to_lua)
+from .codegen import Code, ListVal, Value, Var, call_expr, shared
+from .shapes import _N_DIMS
+from .simple import REQUIRED, SimpleLuaModule, dimension, flag, size
+from .standalone.shapes import table_entries
+from .text import LuaInputError, lua_where
+from .standalone.containers import (SpatialClassifier, as_table, depth_concat, flatten_table, join_table,
+                                    narrow_table, select_table, split_table, table_reduce)
+
+
+def _chain(modules: Iterable[nn.Module], planes: Any) -> Any:
+    """The planes after running ``modules`` one after the other from ``planes`` (each module checks what
+    it gets: a LuaModelError names the first one whose input does not fit)."""
+    for m in modules:
+        planes = planes_after(m, planes)
+    return planes
+
+
+def _joined(planes: list[Any]) -> Any:
+    """Planes of outputs joined along the planes dimension: their sum when all known."""
+    return sum(planes) if planes and all(isinstance(p, int) for p in planes) else None
+
+
+def _same(planes: list[Any]) -> Any:
+    """Planes of outputs combined element-wise or joined along another dimension: the common value."""
+    return planes[0] if planes and isinstance(planes[0], int) and all(p == planes[0] for p in planes) else None
+
+
+def _inline_call(g: Any, func: Any, *args: Any) -> Var:
+    """``x = func(args)`` in the generated forward (``func``: a standalone function; values as Code)."""
+    return g.assign(call_expr(g.use(func), *[Code(g.expr(a)) if isinstance(a, (Var, ListVal)) else a for a in args]))
 
 
 class _LuaContainer(LuaModule):
     """Children in Lua order; exported as ``modules``."""
 
+    lua_takes_table_planes = True
+
     def lua_children(self) -> list[nn.Module]:
         return list(self.children())
+
+    def python_children(self) -> list[tuple[str, nn.Module]]:
+        """Written inline in the generated forward; children in Lua's order."""
+        return [(f"modules[{i}]", m) for i, m in enumerate(self.lua_children(), 1)]
 
     def lua_fields(self) -> dict[str, Any]:
         return {"modules": t7.LuaList(to_lua(m) for m in self.lua_children())}
@@ -47,7 +80,21 @@ class LuaSequential(_LuaContainer, nn.Sequential):
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(*children_of(f, convert))
+        m = cls(*children_of(f, convert))
+        m.lua_planes(None)  # the chain fits from its first module with a known width on
+        return m
+
+    def lua_planes(self, planes: Any) -> Any:
+        return _chain(self.lua_children(), planes)
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        for m in self.lua_children():
+            x = g.emit(m, x)
+        return x
+
+    def python_ctor(self, g: Any) -> str:
+        """As one constructor (for a wrapper whose constructor takes the container, e.g. SpatialClassifier)."""
+        return "nn.Sequential(" + ", ".join(g.ctor(m).text for m in self.lua_children()) + ")"
 
     def lua_str(self) -> str:
         mods = self.lua_children()
@@ -80,10 +127,21 @@ class LuaConcat(_ModuleListContainer):
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(children_of(f, convert), dimension=f.int("dimension"))
+        m = cls(children_of(f, convert), dimension=f.int("dimension", min=1, max=MAX_DIM_SIZE))
+        m.lua_planes(None)
+        return m
+
+    def lua_planes(self, planes: Any) -> Any:
+        """Each branch checked from the input's planes; joined along dimension 2 (a batch's planes): the sum."""
+        outs = [planes_after(m, planes) for m in self.lua_children()]
+        return _joined(outs) if int(self.dimension) == 2 else _same(outs)
 
     def forward(self, input: Any) -> torch.Tensor:
         return torch.cat([m(input) for m in self.children()], int(self.dimension) - 1)
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        outs = ListVal(tuple(g.emit(m, shared(x)) for m in self.lua_children()))
+        return g.assign(f"torch.cat({g.expr(outs)}, {int(self.dimension) - 1})")
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), dimension=self.dimension, outputSize=long_storage([]))
@@ -97,17 +155,11 @@ class LuaDepthConcat(LuaConcat):
     lua_types = ("nn.DepthConcat",)
 
     def forward(self, input: Any) -> torch.Tensor:
-        outs = [m(input) for m in self.children()]
-        dim = int(self.dimension) - 1
-        sizes = [max(o.shape[d] for o in outs) for d in range(outs[0].dim())]
-        padded = []
-        for o in outs:
-            pads: list[int] = []
-            for d in reversed(range(o.dim())):  # F.pad takes the last dimension first
-                diff = 0 if d == dim else sizes[d] - o.shape[d]
-                pads += [diff // 2, diff - diff // 2]
-            padded.append(torch.nn.functional.pad(o, pads) if any(pads) else o)
-        return torch.cat(padded, dim)
+        return depth_concat([m(input) for m in self.children()], self.dimension)
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        outs = ListVal(tuple(g.emit(m, shared(x)) for m in self.lua_children()))
+        return _inline_call(g, depth_concat, outs, int(self.dimension))
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), size=long_storage([]))
@@ -121,10 +173,18 @@ class LuaConcatTable(_ModuleListContainer):
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(children_of(f, convert))
+        m = cls(children_of(f, convert))
+        m.lua_planes(None)
+        return m
+
+    def lua_planes(self, planes: Any) -> Any:
+        return TablePlanes(planes_after(m, planes) for m in self.lua_children())
 
     def forward(self, input: Any) -> list[Any]:
         return [m(input) for m in self.children()]
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        return ListVal(tuple(g.emit(m, shared(x)) for m in self.lua_children()))
 
 
 class LuaParallelTable(_ModuleListContainer):
@@ -135,10 +195,27 @@ class LuaParallelTable(_ModuleListContainer):
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(children_of(f, convert))
+        m = cls(children_of(f, convert))
+        m.lua_planes(None)
+        return m
+
+    def lua_planes(self, planes: Any) -> Any:
+        mods = self.lua_children()
+        ins = list(planes) if isinstance(planes, TablePlanes) else [None] * len(mods)
+        ins += [None] * (len(mods) - len(ins))
+        return TablePlanes(planes_after(m, p) for m, p in zip(mods, ins))
 
     def forward(self, input: list[Any]) -> list[Any]:
-        return [m(x) for m, x in zip(self.children(), input)]
+        mods = list(self.children())
+        return [m(x) for m, x in zip(mods, table_entries(input, len(mods)))]
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        mods = self.lua_children()
+        if isinstance(x, ListVal) and len(x.items) >= len(mods):
+            items = x.items
+        else:
+            items = tuple(g.assign(f"{g.expr(x)}[{i}]") for i in range(len(mods)))
+        return ListVal(tuple(g.emit(m, v) for m, v in zip(mods, items)))
 
     def lua_str(self) -> str:
         return self.branch_str()
@@ -154,18 +231,36 @@ class LuaCTable(SimpleLuaModule):
     lua_types = ("nn.CAddTable", "nn.CSubTable", "nn.CMulTable", "nn.CDivTable", "nn.CMaxTable",
                  "nn.CMinTable")
     lua_params = (("inplace", None),)
+    lua_checks = {"inplace": flag}
     lua_table_grad_input = True
+    lua_takes_table_planes = True
+
+    def lua_planes(self, planes: Any) -> Any:
+        return _same(list(planes)) if isinstance(planes, TablePlanes) else None
+
+    @property
+    def op(self) -> str:
+        return self.lua_typename[len("nn.C"):-len("Table")]
 
     def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        op = self.lua_typename[len("nn.C"):-len("Table")]
-        if op == "Sub":
-            return input[0] - input[1]
-        if op == "Div":
-            return input[0] / input[1]
-        out = input[0]
-        for x in input[1:]:
-            out = {"Add": torch.add, "Mul": torch.mul, "Max": torch.maximum, "Min": torch.minimum}[op](out, x)
-        return out
+        return table_reduce(self.op, input)
+
+    def python_children(self) -> list:
+        return []
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        """A known table: an expression (``a + b``, ``torch.maximum(a, b)``); else :func:`table_reduce`."""
+        op = self.op
+        if not isinstance(x, ListVal) or len(x.items) < (2 if op in ("Sub", "Div") else 1):
+            return _inline_call(g, table_reduce, op, x)
+        names = [g.expr(v) for v in x.items]
+        if op in ("Add", "Sub", "Mul", "Div"):
+            sign = {"Add": " + ", "Sub": " - ", "Mul": " * ", "Div": " / "}[op]
+            return g.assign(sign.join(names[:2] if op in ("Sub", "Div") else names))
+        expr = names[0]
+        for name in names[1:]:
+            expr = f"torch.{'maximum' if op == 'Max' else 'minimum'}({expr}, {name})"
+        return g.assign(expr)
 
 
 class LuaJoinTable(SimpleLuaModule):
@@ -173,10 +268,29 @@ class LuaJoinTable(SimpleLuaModule):
 
     lua_types = ("nn.JoinTable",)
     lua_params = (("dimension", REQUIRED), ("nInputDims", None))
+    lua_checks = {"dimension": dimension, "nInputDims": _N_DIMS}
     lua_table_grad_input = True
+    lua_takes_table_planes = True
+
+    def lua_planes(self, planes: Any) -> Any:
+        """Joined along a batch's planes (dimension 2, or 1 of samples with nInputDims): the sum."""
+        if not isinstance(planes, TablePlanes):
+            return None
+        dim = int(self.dimension)
+        on_planes = dim == 2 if self.nInputDims is None else dim == 1
+        return _joined(list(planes)) if on_planes else _same(list(planes))
 
     def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(list(input), _pos_dim(int(self.dimension), input[0], self.nInputDims))
+        return join_table(input, self.dimension, self.nInputDims)
+
+    def python_children(self) -> list:
+        return []
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        """A known table along a positive dimension without nInputDims: ``torch.cat([a, b], d)``."""
+        if isinstance(x, ListVal) and x.items and int(self.dimension) > 0 and self.nInputDims is None:
+            return g.assign(f"torch.cat({g.expr(x)}, {int(self.dimension) - 1})")
+        return _inline_call(g, join_table, x, int(self.dimension), self.nInputDims)
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), size=long_storage([]))
@@ -187,10 +301,17 @@ class LuaSplitTable(SimpleLuaModule):
 
     lua_types = ("nn.SplitTable",)
     lua_params = (("dimension", REQUIRED), ("nInputDims", None))
+    lua_checks = {"dimension": dimension, "nInputDims": _N_DIMS}
     lua_table_output = True
 
     def forward(self, input: torch.Tensor) -> list[torch.Tensor]:
-        return list(input.unbind(_pos_dim(int(self.dimension), input, self.nInputDims)))
+        return split_table(input, self.dimension, self.nInputDims)
+
+    def python_children(self) -> list:
+        return []
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        return _inline_call(g, split_table, x, int(self.dimension), self.nInputDims)
 
 
 class LuaSelectTable(SimpleLuaModule):
@@ -199,10 +320,34 @@ class LuaSelectTable(SimpleLuaModule):
     lua_types = ("nn.SelectTable",)
     lua_params = (("index", REQUIRED),)
     lua_table_grad_input = True
+    lua_takes_table_planes = True
+
+    @classmethod
+    def read_param(cls, f: Fields, name: str, default: Any) -> Any:
+        if isinstance(f.get(name), (str, bytes)):  # a key of a table with named entries
+            return f.string(name)
+        return dimension(f, name, default)
+
+    def lua_planes(self, planes: Any) -> Any:
+        if not isinstance(planes, TablePlanes) or isinstance(self.index, str):
+            return None
+        index = int(self.index)
+        i = len(planes) + index if index < 0 else index - 1
+        return planes[i] if 0 <= i < len(planes) else None
 
     def forward(self, input: list[Any]) -> Any:
-        index = int(self.index)
-        return input[index - 1] if index > 0 else input[len(input) + index]
+        return select_table(input, self.index)
+
+    def python_children(self) -> list:
+        return []
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        if isinstance(x, ListVal) and not isinstance(self.index, str):
+            n, index = len(x.items), int(self.index)
+            i = n + index if index < 0 else index - 1
+            if 0 <= i < n:
+                return x.items[i]
+        return _inline_call(g, select_table, x, self.index)
 
     def lua_str(self) -> str:
         return f"{self.lua_typename}({self.index})"
@@ -213,20 +358,27 @@ class LuaNarrowTable(SimpleLuaModule):
 
     lua_types = ("nn.NarrowTable",)
     lua_params = (("offset", REQUIRED), ("length", 1))
+    lua_checks = {"offset": size(), "length": size(0)}
     lua_table_output = lua_table_grad_input = True
+    lua_takes_table_planes = True
+
+    def lua_planes(self, planes: Any) -> Any:
+        if not isinstance(planes, TablePlanes):
+            return None
+        start = int(self.offset) - 1
+        return TablePlanes(planes[start:start + int(self.length)])
 
     def forward(self, input: list[Any]) -> list[Any]:
-        start = int(self.offset) - 1
-        return list(input[start:start + int(self.length)])
+        return narrow_table(input, self.offset, self.length)
 
+    def python_children(self) -> list:
+        return []
 
-def _flatten(x: Any, out: list[torch.Tensor]) -> list[torch.Tensor]:
-    if isinstance(x, (list, tuple)):
-        for item in x:
-            _flatten(item, out)
-    else:
-        out.append(x)
-    return out
+    def python_forward(self, g: Any, x: Value) -> Value:
+        start, length = int(self.offset) - 1, int(self.length)
+        if isinstance(x, ListVal) and start + length <= len(x.items):
+            return ListVal(x.items[start:start + length])
+        return _inline_call(g, narrow_table, x, int(self.offset), length)
 
 
 class LuaFlattenTable(SimpleLuaModule):
@@ -234,9 +386,24 @@ class LuaFlattenTable(SimpleLuaModule):
 
     lua_types = ("nn.FlattenTable",)
     lua_table_output = lua_table_grad_input = True
+    lua_takes_table_planes = True
+
+    def lua_planes(self, planes: Any) -> Any:
+        if not isinstance(planes, TablePlanes):
+            return None
+        flat: list[Any] = []
+        for p in planes:
+            flat.extend(p if isinstance(p, TablePlanes) else [p])
+        return TablePlanes(flat)
 
     def forward(self, input: list[Any]) -> list[torch.Tensor]:
-        return _flatten(input, [])
+        return flatten_table(input)
+
+    def python_children(self) -> list:
+        return []
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        return _inline_call(g, flatten_table, x)  # whether an entry is itself a table is known when it runs
 
     def lua_fields(self) -> dict[str, Any]:
         return {"input_map": t7.LuaTable()}
@@ -266,17 +433,39 @@ class LuaDenseConnectLayerCustom(_LuaContainer, nn.Module):
             net1 = convert(f.get("net1"), f"{f.path}.net1")
             net2 = convert(f.get("net2"), f"{f.path}.net2")
         else:
-            mods = children_of(f, convert)
-            if len(mods) != 2:
-                raise f.error(f"expected modules = {{net1, net2}}, got {len(mods)} modules")
-            net1, net2 = mods
+            f.check(len(f.module_list()) == 2, "modules", f.get("modules"),
+                    "should be {net1, net2} (or fields net1 and net2)")
+            net1, net2 = children_of(f, convert)
         opt = f.get("opt", {})
-        return cls(net1, net2, {k: v for k, v in opt.items() if isinstance(k, str)} if isinstance(opt, dict) else {})
+        f.check(isinstance(opt, dict), "opt", opt, "should be the table of DenseNet options")
+        m = cls(net1, net2, {k: v for k, v in opt.items() if isinstance(k, str)})
+        m.lua_planes(None)
+        return m
+
+    def lua_planes(self, planes: Any) -> Any:
+        """{x1..xn} (or x) -> {x1..xn, net2(net1(cat(x1..xn, 2)))}."""
+        ins = list(planes) if isinstance(planes, TablePlanes) else [planes]
+        return TablePlanes(ins + [_chain((self.net1, self.net2), _joined(ins))])
 
     def forward(self, input: Any) -> list[torch.Tensor]:
-        if isinstance(input, torch.Tensor):
-            return [input, self.net2(self.net1(input))]
-        return list(input) + [self.net2(self.net1(torch.cat(list(input), 1)))]
+        table = as_table(input)
+        return table + [self.net2(self.net1(table[0] if len(table) == 1 else torch.cat(table, 1)))]
+
+    def python_children(self) -> list[tuple[str, nn.Module]]:
+        return [("modules[1]", self.net1), ("modules[2]", self.net2)]  # Lua's modules = {net1, net2}
+
+    def python_forward(self, g: Any, x: Value) -> Value:
+        """{x1..xn} -> {x1..xn, net2(net1(cat(x1..xn, 2)))} (x alone: {x, net2(net1(x))})."""
+        if isinstance(x, ListVal):
+            table = x
+            joined = shared(table.items[0]) if len(table.items) == 1 else g.assign(f"torch.cat({g.expr(shared(x))}, 1)")
+        else:
+            table = g.assign(f"{g.use(as_table)}({g.expr(x)})", hint="t")
+            joined = g.assign(f"torch.cat({table.name}, 1)")
+        y = g.emit(self.net2, g.emit(self.net1, joined))
+        if isinstance(table, ListVal):
+            return ListVal(tuple(shared(v) for v in table.items) + (y,))
+        return g.assign(f"{table.name} + [{g.expr(y)}]", hint="t")
 
     def lua_fields(self) -> dict[str, Any]:
         net1, net2 = to_lua(self.net1), to_lua(self.net2)
@@ -294,16 +483,12 @@ class LuaDenseConnectLayerCustom(_LuaContainer, nn.Module):
 # nnx's per-pixel classifier
 # ----------------------------------------------------------------------------------------------
 
-class LuaSpatialClassifier(_LuaContainer, nn.Module):
+class LuaSpatialClassifier(_LuaContainer, SpatialClassifier):
     """nn.SpatialClassifier (clementfarabet/lua---nnx; torch/demos' face detector): applies ``classifier``
     (e.g. an nn.Linear over the K planes) to the K-vector of every pixel of a K x H x W input, giving
     N x H x W. A 4-D batch (B x K x H x W) is taken sample by sample (Lua accepts 3-D input only)."""
 
     lua_types = ("nn.SpatialClassifier",)
-
-    def __init__(self, classifier: nn.Module):
-        super().__init__()
-        self.classifier = classifier
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
@@ -312,17 +497,18 @@ class LuaSpatialClassifier(_LuaContainer, nn.Module):
         mods = children_of(f, convert)  # `modules` is the classifier's own list when saved without it
         return cls(mods[0] if len(mods) == 1 else LuaSequential(*mods))
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dim() == 4:
-            return torch.stack([self(x) for x in input])
-        if input.dim() != 3:
-            raise LuaInputError(f"{self.lua_typename}: expected a K x H x W input (or a batch of them), "
-                                f"got {tuple(input.shape)}")
-        k, h, w = input.shape
-        out = self.classifier(input.reshape(k, h * w).t())
-        if out.dim() == 1:
-            out = out.reshape(1, -1)
-        return out.t().reshape(out.shape[1], h, w)
+    def lua_planes(self, planes: Any) -> Any:
+        """The K planes are the classifier's features; its outputs are the planes of the result."""
+        return planes_after(self.classifier, planes)
+
+    def input_error(self, what: str) -> LuaInputError:
+        return LuaInputError(f"{lua_where(self)}: {what}")
+
+    def python_children(self) -> None:
+        return None  # a leaf: SpatialClassifier(<the classifier's constructor>)
+
+    def python_ctor(self, g: Any) -> str:
+        return call_expr(g.use(SpatialClassifier), g.ctor(self.classifier))
 
     def lua_fields(self) -> dict[str, Any]:
         classifier = to_lua(self.classifier)

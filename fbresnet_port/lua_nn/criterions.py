@@ -1,226 +1,76 @@
 """Lua ``nn`` criterions as ``torch.nn.Module`` losses: ``loss = crit(input, target)``.
 
-Ports of torch/nn's ``*Criterion.lua`` and their THNN C kernels (``lib/THNN/generic/*Criterion.c``).
-Each class reads the fields its Lua ``updateOutput`` reads (``sizeAverage``, ``weights``, ``margin``,
-``ignoreIndex``, ...), takes targets exactly as Lua did (class indices are 1-based, embedding targets
-are +-1, a number where Lua accepted one) and returns a 0-dim tensor that autograd differentiates into
-Lua's ``gradInput`` (including Lua's choices at ties, e.g. AbsCriterion's +1 at ``input == target``).
-``crit.output`` holds the last loss and ``crit.backward(input, target)`` returns the gradient, as in Lua.
+The losses (ports of torch/nn's ``*Criterion.lua`` and their THNN C kernels) live in
+:mod:`fbresnet_port.lua_nn.standalone.criterions`, which ``convert --format python`` copies into the files it
+writes; the classes here read and check the Lua fields (``sizeAverage``, ``weights``, ``margin``,
+``ignoreIndex``, ...), export them back, and raise :class:`LuaCriterionError` naming the criterion's path.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+import math
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .. import t7
 from ..errors import UserError
-from ._base import ChildConverter, Fields, LuaModule, children_of, empty_tensor, export_param, float_param, \
+from ._base import ChildConverter, Fields, LuaModule, UnsupportedLuaModule, empty_tensor, export_param, \
     lua_module, to_lua
-from .simple import SimpleLuaModule
-
-Target = Any  # a tensor, a number, or (table criterions) a list of them
-Input = Any   # a tensor or (table criterions) a list of tensors
+from .codegen import Code, CodeGen, ListVal, Value, Var, call_expr, standalone_base
+from .simple import Reader, SimpleLuaModule, flag, integer, number
+from .standalone.criterions import (AbsCriterion, BCECriterion, ClassNLLCriterion, CosineEmbeddingCriterion,
+                                    Criterion, CrossEntropyCriterion, DistKLDivCriterion, HingeEmbeddingCriterion,
+                                    L1HingeEmbeddingCriterion, MarginCriterion, MarginRankingCriterion,
+                                    MSECriterion, MultiCriterion, MultiLabelMarginCriterion,
+                                    MultiLabelSoftMarginCriterion, MultiMarginCriterion, ParallelCriterion,
+                                    SmoothL1Criterion, SoftMarginCriterion, SpatialClassNLLCriterion,
+                                    WeightedMSECriterion, class_nll, sum_in_order)
+from .text import lua_bool, lua_where
 
 
 class LuaCriterionError(UserError, ValueError):
     """A criterion called with an input or target Lua's criterion would reject (size, class range)."""
 
 
-# ----------------------------------------------------------------------------------------------
-# Helpers
-# ----------------------------------------------------------------------------------------------
+class LuaCriterion(SimpleLuaModule, Criterion):
+    """Base of the converted criterions (Lua ``nn.Criterion``; see :class:`~.standalone.criterions.Criterion`).
 
-def _map_tensors(x: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """``fn`` applied to every tensor of a (nested) list, keeping the list structure."""
-    if isinstance(x, (list, tuple)):
-        return [_map_tensors(v, fn) for v in x]
-    return fn(x) if isinstance(x, torch.Tensor) else x
-
-
-def _tensors(x: Any) -> list[torch.Tensor]:
-    """The tensors of a (nested) list, depth first."""
-    out: list[torch.Tensor] = []
-    _map_tensors(x, out.append)
-    return out
-
-
-def _where_grad(keep: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``value`` unchanged, but with no gradient where ``keep`` is false (Lua zeroing its gradInput there)."""
-    return torch.where(keep, value, value.detach())
-
-
-class _LuaGradient(torch.autograd.Function):
-    """``loss`` whose gradient w.r.t. ``input`` is ``grad`` (Lua's own updateGradInput formula)."""
-
-    @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(grad)
-        return loss.detach().clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
-        (grad,) = ctx.saved_tensors
-        return grad_output * grad, None, None
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "x".join(str(s) for s in t.shape) or "scalar"
-
-
-# ----------------------------------------------------------------------------------------------
-# Base class
-# ----------------------------------------------------------------------------------------------
-
-class LuaCriterion(SimpleLuaModule):
-    """Base of the converted criterions (Lua ``nn.Criterion``): ``forward(input, target)`` -> 0-dim loss.
-
-    ``lua_params`` are the scalar Lua fields (see :class:`SimpleLuaModule`); ``weights_field`` names an
-    optional tensor field (class or element weights, a buffer, so ``.double()`` converts it); a table
-    criterion (``table_input``) takes ``[x1, x2]``. ``output`` is the last loss (Lua's ``output``),
-    ``gradInput`` the last :meth:`backward` result. Subclasses implement :meth:`loss`.
+    ``lua_params`` are the scalar Lua fields (read and checked as :class:`SimpleLuaModule`'s, exported as they
+    are); the standalone class's ``weights_field`` is read as a tensor field. A converted criterion is built by
+    its standalone class's constructor (which takes the same keywords).
     """
 
     lua_params: ClassVar[tuple[tuple[str, Any], ...]] = (("sizeAverage", True),)
-    weights_field: ClassVar[str | None] = None
-    weights_required: ClassVar[bool] = False
-    table_input: ClassVar[bool] = False
+    # the checks of the scalar fields of all criterions, as the Lua code that reads them needs them
+    lua_checks: ClassVar[dict[str, Reader]] = {
+        # a C bool of the THNN kernels (compared with true by the Lua-only criterions): true/false/nil
+        "sizeAverage": lua_bool,
+        "oldSizeAverage": lua_bool,
+        "ignoreIndex": integer(-2 ** 63, 2 ** 63 - 1),  # THNN's long ignore_index
+        "margin": number(),
+        "p": integer(-2 ** 31, 2 ** 31 - 1),  # MultiMarginCriterion's C int p (1: hinge, else squared)
+        "repeatTarget": flag,  # ParallelCriterion: `self.repeatTarget and target or target[i]`
+    }
+    python_forward_args = ("input", "target")
 
-    def __init__(self, weights: torch.Tensor | None = None, **values: Any):
-        super().__init__(**values)
-        self.output: Any = 0
-        self.gradInput: Any = None
-        if self.weights_field is not None:
-            if weights is None and self.weights_required:
-                raise TypeError(f"{type(self).__name__}: missing '{self.weights_field}'")
-            self.register_buffer(self.weights_field, None if weights is None else float_param(weights))
-        elif weights is not None:
-            raise TypeError(f"{type(self).__name__} takes no weights")
+    def __init__(self, *args: Any, **kwargs: Any):
+        super(SimpleLuaModule, self).__init__(*args, **kwargs)  # the standalone class's constructor
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
         values = {name: cls.read_param(f, name, default) for name, default in cls.lua_params}
-        weights = None
         if cls.weights_field is not None:
-            weights = f.tensor(cls.weights_field, required=cls.weights_required)
-            if weights is not None and weights.dim() != 1 and cls.weights_field == "weights":
-                raise f.error(f"'weights' should be a 1-D tensor, got shape {_shape(weights)}")
-        m = cls(weights=weights, **values)
+            # class/element weights: 1-D (the constructors assert it), floating, not empty (THNN compares
+            # their element count with the classes; nil is "no weights")
+            values["weights"] = f.tensor(cls.weights_field, required=cls.weights_required,
+                                         dim=1 if cls.weights_field == "weights" else None, allow_empty=False)
+        m = cls(**values)
         m.output = _lua_number(f.get("output", 0))
         return m
 
-    # -- Lua API ---------------------------------------------------------------------------------
-
-    def forward(self, input: Input, target: Target) -> torch.Tensor:
-        """Lua ``crit:forward(input, target)`` (``updateOutput``): the loss as a 0-dim tensor."""
-        self.check_input(input)
-        loss = self.loss(input, target)
-        self.output = loss.detach()
-        return loss
-
-    def backward(self, input: Input, target: Target) -> Any:
-        """Lua ``crit:backward(input, target)``: d loss / d input (a tensor, or a list for table inputs),
-        computed by autograd and kept in ``gradInput``."""
-        leaves = _map_tensors(input, lambda t: t.detach().requires_grad_(t.is_floating_point()))
-        with torch.enable_grad():
-            loss = self(leaves, target)
-        wanted = [t for t in _tensors(leaves) if t.requires_grad]
-        grads: list[Any] = [None] * len(wanted)
-        if loss.requires_grad and wanted:
-            grads = list(torch.autograd.grad(loss, wanted, allow_unused=True))
-        found = {id(t): g for t, g in zip(wanted, grads) if g is not None}
-        self.gradInput = _map_tensors(leaves, lambda t: found.get(id(t), torch.zeros_like(t)))
-        return self.gradInput
-
-    def loss(self, input: Input, target: Target) -> torch.Tensor:
-        raise NotImplementedError
-
-    def check_input(self, input: Input) -> None:
-        """A table criterion takes a list of tensors, the others one tensor."""
-        if self.table_input and not isinstance(input, (list, tuple)):
-            raise self.error(f"input should be a list (Lua table) of tensors, got {type(input).__name__}")
-        if not self.table_input and not isinstance(input, torch.Tensor):
-            raise self.error(f"input should be a tensor, got {type(input).__name__}")
-
-    # -- helpers for subclasses -------------------------------------------------------------------
-
     def error(self, msg: str) -> LuaCriterionError:
-        return LuaCriterionError(f"{self.lua_typename}: {msg}")
-
-    @property
-    def size_average(self) -> bool:
-        """The ``sizeAverage`` flag (``None``, a field missing from an old file, counts as true)."""
-        return self.sizeAverage is None or bool(self.sizeAverage)
-
-    def average(self, total: torch.Tensor, count: int) -> torch.Tensor:
-        """``total / count`` if ``sizeAverage``."""
-        return total / count if self.size_average else total
-
-    def with_lua_gradient(self, input: torch.Tensor, total: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """The loss ``total`` (averaged over the elements if sizeAverage) whose gradient w.r.t. ``input``
-        is ``grad`` (scaled by 1/nElement likewise): for Lua formulas that are not the exact derivative."""
-        n = input.numel()
-        if self.size_average:
-            grad = grad * (1.0 / n)
-        return _LuaGradient.apply(input, self.average(total, n), grad)
-
-    def weights_buffer(self) -> torch.Tensor | None:
-        """The tensor field named by ``weights_field`` (None if the class has none or it is unset)."""
-        return getattr(self, self.weights_field) if self.weights_field is not None else None
-
-    def weights_tensor(self, like: torch.Tensor) -> torch.Tensor | None:
-        """The weights in ``like``'s dtype and device (None without weights)."""
-        w = self.weights_buffer()
-        return None if w is None else w.to(device=like.device, dtype=like.dtype)
-
-    def float_target(self, input: torch.Tensor, target: Target, same_shape: bool = False) -> torch.Tensor:
-        """``target`` as a tensor of ``input``'s shape, dtype and device (THNN pairs elements in order;
-        a number is broadcast). ``same_shape`` requires equal sizes, not just element counts."""
-        if isinstance(target, (int, float)) and not isinstance(target, bool):
-            return torch.full_like(input, float(target))
-        if not isinstance(target, torch.Tensor):
-            raise self.error(f"target should be a tensor, got {type(target).__name__}")
-        if same_shape and target.shape != input.shape:
-            raise self.error(f"input and target should have the same size "
-                             f"(got {_shape(input)} and {_shape(target)})")
-        if target.numel() != input.numel():
-            raise self.error(f"input and target size mismatch ({_shape(input)} = {input.numel()} elements, "
-                             f"{_shape(target)} = {target.numel()})")
-        return target.to(device=input.device, dtype=input.dtype).reshape(input.shape)
-
-    def class_target(self, target: Target, device: torch.device) -> torch.Tensor:
-        """1-based class indices as a flat LongTensor (Lua ``target:long()``; a number is one sample)."""
-        if isinstance(target, (int, float)) and not isinstance(target, bool):
-            return torch.tensor([int(target)], dtype=torch.long, device=device)
-        if not isinstance(target, torch.Tensor):
-            raise self.error(f"target should be a tensor of 1-based class indices or a number, "
-                             f"got {type(target).__name__}")
-        return target.to(device=device).long().reshape(-1)
-
-    def check_classes(self, idx: torch.Tensor, n_classes: int, keep: torch.Tensor | None = None) -> None:
-        """Raise if a 1-based class index (where ``keep``) is outside 1..n_classes."""
-        bad = (idx < 1) | (idx > n_classes)
-        if keep is not None:
-            bad &= keep
-        if bool(bad.any()):
-            value = int(idx[bad][0])
-            raise self.error(f"target class {value} out of range 1..{n_classes} (Lua class indices are "
-                             f"1-based: add 1 to 0-based labels)")
-
-    def weight_for(self, target: torch.Tensor, input: torch.Tensor) -> torch.Tensor | None:
-        """Element weights as Lua's BCE/MultiLabelSoftMargin use them: a 1-D target takes ``weights``
-        element by element; a 2-D target repeats them along each row (``weights:view(1, C)``)."""
-        w = self.weights_tensor(input)
-        if w is None:
-            return None
-        shape = target.shape if isinstance(target, torch.Tensor) else input.shape
-        if len(shape) == 1 and w.numel() == shape[0]:
-            return w.reshape(input.shape)
-        if len(shape) == 2 and w.numel() == shape[1]:
-            return w.reshape(1, -1).expand(shape).reshape(input.shape)
-        raise self.error(f"weights of {w.numel()} elements do not fit a target of shape {'x'.join(map(str, shape))} "
-                         f"(Lua: one weight per element of a 1-D target, per column of a 2-D target)")
+        return LuaCriterionError(f"{lua_where(self)}: {msg}")
 
     # -- export -----------------------------------------------------------------------------------
 
@@ -243,6 +93,48 @@ class LuaCriterion(SimpleLuaModule):
         fields.update(self.lua_fields())
         return t7.TorchObject(self.lua_typename, t7.LuaTable(fields), version=self.lua_version)
 
+    # -- convert --format python ------------------------------------------------------------------
+
+    def python_ctor(self, g: CodeGen) -> str:
+        """``<Criterion>(weights=torch.empty(n), <lua_params>)`` (the weights' values come with the state dict)."""
+        kwargs: dict[str, Any] = {}
+        w = self.weights_buffer()
+        if w is not None:
+            kwargs["weights"] = Code(call_expr("torch.empty", *w.shape))
+        kwargs.update({name: getattr(self, name) for name, _ in self.lua_params})
+        return call_expr(g.use(standalone_base(type(self))), **kwargs)
+
+    def python_forward(self, g: CodeGen, x: Value) -> Value:
+        """``loss = self.<crit>(input, target)`` (``x``: the table {input, target})."""
+        input, target = _input_and_target(g, x)
+        return g.assign(f"{g.attr(self)}({g.expr(input)}, {g.expr(target)})", hint="loss")
+
+
+def _input_and_target(g: CodeGen, x: Value) -> tuple[Value, Value]:
+    """The two values of a criterion's {input, target} (elements of a variable holding the pair if unknown)."""
+    if isinstance(x, ListVal) and len(x.items) == 2:
+        return x.items[0], x.items[1]
+    name = g.expr(g.as_var(x))
+    return Var(f"{name}[0]"), Var(f"{name}[1]")
+
+
+def _item(g: CodeGen, x: Value, i: int) -> Value:
+    """Element ``i`` (0-based) of a table value."""
+    if isinstance(x, ListVal):
+        return x.items[i]
+    return Var(f"{g.expr(x)}[{i}]")
+
+
+def _check_helper(f: Fields, name: str, cls_name: str) -> None:
+    """The module field ``name`` that a criterion runs (CrossEntropyCriterion's ``lsm``,
+    MultiLabelSoftMarginCriterion's ``sigmoid``) is there and an nn/cudnn ``cls_name``: Lua calls it, so
+    it fails without it, and another class would compute something else."""
+    value = f.raw.get(name)
+    if value is None:
+        raise f.error(f"missing field '{name}' (its nn.{cls_name})")
+    f.check(isinstance(value, t7.TorchObject) and value.typename in (f"nn.{cls_name}", f"cudnn.{cls_name}"),
+            name, value, f"should be an nn.{cls_name}")
+
 
 def _lua_number(value: Any) -> float:
     if isinstance(value, torch.Tensor):
@@ -253,261 +145,148 @@ def _lua_number(value: Any) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# Element-wise criterions (THNN: sum over elements, divided by nElement if sizeAverage)
+# Element-wise criterions
 # ----------------------------------------------------------------------------------------------
 
-class _PointwiseCriterion(LuaCriterion):
-    """Sum of ``pointwise(input, target)`` over the elements, averaged if ``sizeAverage``."""
+class LuaMSECriterion(LuaCriterion, MSECriterion):
+    """nn.MSECriterion: (x - t)^2.
 
-    same_shape: ClassVar[bool] = False
-
-    def pointwise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        t = self.float_target(input, target, self.same_shape)
-        return self.average(self.pointwise(input, t).sum(), input.numel())
-
-
-class LuaMSECriterion(_PointwiseCriterion):
-    """nn.MSECriterion: (x - t)^2."""
+    Computed by :class:`~.standalone.criterions.MSECriterion`."""
 
     lua_types = ("nn.MSECriterion",)
 
-    def pointwise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        z = x - t
-        return z * z
 
-
-class LuaWeightedMSECriterion(LuaMSECriterion):
+class LuaWeightedMSECriterion(LuaCriterion, WeightedMSECriterion):
     """nn.WeightedMSECriterion: MSE against ``target * weight`` (``weight`` per sample when it has
-    one dimension less than the input, else element-wise)."""
+    one dimension less than the input, else element-wise).
+
+    Computed by :class:`~.standalone.criterions.WeightedMSECriterion`."""
 
     lua_types = ("nn.WeightedMSECriterion",)
-    weights_field = "weight"
-    weights_required = True
-
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        t = self.float_target(input, target)
-        w = self.weights_tensor(input)
-        per_sample = input.dim() - 1 == w.dim()
-        shape = input.shape[1:] if per_sample else input.shape
-        if w.numel() != shape.numel():
-            raise self.error(f"weight of shape {_shape(w)} does not fit input of shape {_shape(input)}")
-        return super().loss(input, t * w.reshape(shape))
 
 
-class LuaAbsCriterion(_PointwiseCriterion):
-    """nn.AbsCriterion: |x - t| (gradient +1 at x == t, as THNN)."""
+class LuaAbsCriterion(LuaCriterion, AbsCriterion):
+    """nn.AbsCriterion: |x - t| (gradient +1 at x == t, as THNN).
+
+    Computed by :class:`~.standalone.criterions.AbsCriterion`."""
 
     lua_types = ("nn.AbsCriterion",)
 
-    def pointwise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        z = x - t
-        return torch.where(z >= 0, z, -z)
 
+class LuaSmoothL1Criterion(LuaCriterion, SmoothL1Criterion):
+    """nn.SmoothL1Criterion: 0.5 z^2 if |z| < 1 else |z| - 0.5, z = x - t.
 
-class LuaSmoothL1Criterion(_PointwiseCriterion):
-    """nn.SmoothL1Criterion: 0.5 z^2 if |z| < 1 else |z| - 0.5, z = x - t."""
+    Computed by :class:`~.standalone.criterions.SmoothL1Criterion`."""
 
     lua_types = ("nn.SmoothL1Criterion",)
 
-    def pointwise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        z = (x - t).abs()
-        return torch.where(z < 1, 0.5 * z * z, z - 0.5)
 
+class LuaSoftMarginCriterion(LuaCriterion, SoftMarginCriterion):
+    """nn.SoftMarginCriterion: log(1 + exp(-x t)), targets +-1.
 
-class LuaSoftMarginCriterion(_PointwiseCriterion):
-    """nn.SoftMarginCriterion: log(1 + exp(-x t)), targets +-1."""
+    Computed by :class:`~.standalone.criterions.SoftMarginCriterion`."""
 
     lua_types = ("nn.SoftMarginCriterion",)
 
-    def pointwise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.log(1 + torch.exp(-x * t))
 
+class LuaDistKLDivCriterion(LuaCriterion, DistKLDivCriterion):
+    """nn.DistKLDivCriterion: t (log t - x) where t > 0 (input: log-probabilities; same sizes).
 
-class LuaDistKLDivCriterion(_PointwiseCriterion):
-    """nn.DistKLDivCriterion: t (log t - x) where t > 0 (input: log-probabilities; same sizes)."""
+    Computed by :class:`~.standalone.criterions.DistKLDivCriterion`."""
 
     lua_types = ("nn.DistKLDivCriterion",)
-    same_shape = True
-
-    def pointwise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        positive = t > 0
-        safe_t = torch.where(positive, t, torch.ones_like(t))
-        return torch.where(positive, t * (torch.log(safe_t) - x), torch.zeros_like(x))
 
 
-class LuaMarginCriterion(_PointwiseCriterion):
-    """nn.MarginCriterion: max(0, margin - x t), targets +-1."""
+class LuaMarginCriterion(LuaCriterion, MarginCriterion):
+    """nn.MarginCriterion: max(0, margin - x t), targets +-1.
+
+    Computed by :class:`~.standalone.criterions.MarginCriterion`."""
 
     lua_types = ("nn.MarginCriterion",)
     lua_params = (("margin", 1), ("sizeAverage", True))
 
-    def pointwise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.relu(float(self.margin) - x * t)
 
-
-class LuaBCECriterion(LuaCriterion):
+class LuaBCECriterion(LuaCriterion, BCECriterion):
     """nn.BCECriterion: -w (t log(x + eps) + (1 - t) log(1 - x + eps)), eps = 1e-12; input in [0, 1].
 
     The gradient is THNN's ``-(t - x) / ((1 - x + eps)(x + eps)) * w`` (it differs from the exact
     derivative by eps terms, visibly at x = 0 or 1).
-    """
+
+    Computed by :class:`~.standalone.criterions.BCECriterion`."""
 
     lua_types = ("nn.BCECriterion",)
-    weights_field = "weights"
-    EPS: ClassVar[float] = 1e-12
-
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        w = self.weight_for(target, input)
-        t = self.float_target(input, target)
-        x = input.detach()
-        outside = ~((x >= 0) & (x <= 1))  # NaN too, as THNN's assertion
-        if bool(outside.any()):
-            raise self.error(f"input values should be between 0 and 1 (probabilities), "
-                             f"got {float(x[outside][0]):g}")
-        eps = self.EPS
-        terms = torch.log(x + eps) * t + torch.log(1.0 - x + eps) * (1.0 - t)
-        grad = -(t - x) / ((1.0 - x + eps) * (x + eps))
-        if w is not None:
-            terms, grad = terms * w, grad * w
-        return self.with_lua_gradient(input, -terms.sum(), grad)
 
 
-class LuaHingeEmbeddingCriterion(LuaCriterion):
+class LuaHingeEmbeddingCriterion(LuaCriterion, HingeEmbeddingCriterion):
     """nn.HingeEmbeddingCriterion: x where y = 1, max(0, margin - x) where y = -1.
 
     Gradient as Lua's: ``y``, zeroed where y = -1 and x > margin.
-    """
+
+    Computed by :class:`~.standalone.criterions.HingeEmbeddingCriterion`."""
 
     lua_types = ("nn.HingeEmbeddingCriterion",)
     lua_params = (("margin", 1), ("sizeAverage", True))
-
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        y = self.float_target(input, target)
-        x = input.detach()
-        margin = float(self.margin)
-        zero = torch.zeros_like(x)
-        total = torch.where(y == -1, zero, x).sum() + torch.where(y == 1, zero, (margin - x).clamp_min(0)).sum()
-        return self.with_lua_gradient(input, total, torch.where((y == -1) & (x > margin), zero, y))
 
 
 # ----------------------------------------------------------------------------------------------
 # Classification criterions
 # ----------------------------------------------------------------------------------------------
 
-class LuaClassNLLCriterion(LuaCriterion):
+class LuaClassNLLCriterion(LuaCriterion, ClassNLLCriterion):
     """nn.ClassNLLCriterion: -sum w[t_i] input[i, t_i] over samples whose target is not ``ignoreIndex``,
     divided (sizeAverage) by the sum of those weights. Input: log-probabilities, batch x classes or one
-    sample (1-D); targets: 1-based class indices (a number for one sample)."""
+    sample (1-D); targets: 1-based class indices (a number for one sample).
+
+    Computed by :class:`~.standalone.criterions.ClassNLLCriterion`."""
 
     lua_types = ("nn.ClassNLLCriterion",)
     lua_params = (("sizeAverage", True), ("ignoreIndex", -100))
-    weights_field = "weights"
-
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        return class_nll(self, input, target, self.size_average, int(self.ignoreIndex))
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), output_tensor=torch.zeros(1), total_weight_tensor=torch.ones(1),
                     target=torch.zeros(1, dtype=torch.long))
 
 
-def class_nll(crit: LuaCriterion, input: torch.Tensor, target: Target, size_average: bool,
-              ignore_index: int | None) -> torch.Tensor:
-    """THNN ``ClassNLLCriterion_updateOutput`` with ``crit``'s class weights (its gradient is THNN's,
-    including none at all when the total weight is not positive); ``None``: no ignored index."""
-    if input.dim() not in (1, 2):
-        raise crit.error(f"input should be 1-D (one sample) or 2-D (batch x classes), got shape {_shape(input)}")
-    n_classes = input.shape[-1]
-    t = crit.class_target(target, input.device)
-    if input.dim() == 1:
-        if t.numel() < 1:
-            raise crit.error("empty target")
-        t, x = t[:1], input.unsqueeze(0)
-    else:
-        if t.numel() != input.shape[0]:
-            raise crit.error(f"target should hold one class index per sample: {input.shape[0]} samples, "
-                             f"target of {t.numel()} elements")
-        x = input
-    keep = t != ignore_index if ignore_index is not None else torch.ones_like(t, dtype=torch.bool)
-    crit.check_classes(t, n_classes, keep)
-    idx = torch.where(keep, t - 1, torch.zeros_like(t))
-    picked = x.gather(1, idx.unsqueeze(1)).squeeze(1)
-    w = crit.weights_tensor(input)
-    if w is not None:
-        if w.numel() != n_classes:
-            raise crit.error(f"weights should have one value per class: {n_classes} classes, "
-                             f"{w.numel()} weights")
-        w = w[idx]
-    else:
-        w = torch.ones_like(picked)
-    w = torch.where(keep, w, torch.zeros_like(w))
-    total_weight = w.sum()
-    loss = -torch.where(keep, picked * w, torch.zeros_like(w)).sum()
-    if size_average:
-        nonzero = total_weight != 0
-        loss = torch.where(nonzero, loss / torch.where(nonzero, total_weight, torch.ones_like(total_weight)), loss)
-    return _where_grad(total_weight > 0, loss)
-
-
-class LuaSpatialClassNLLCriterion(LuaClassNLLCriterion):
+class LuaSpatialClassNLLCriterion(LuaClassNLLCriterion, SpatialClassNLLCriterion):
     """nn.SpatialClassNLLCriterion: ClassNLLCriterion over every pixel of a batch x classes x H x W
-    input, targets batch x H x W (1-based); sizeAverage divides by the summed weights of all pixels."""
+    input, targets batch x H x W (1-based); sizeAverage divides by the summed weights of all pixels.
+
+    Computed by :class:`~.standalone.criterions.SpatialClassNLLCriterion`."""
 
     lua_types = ("nn.SpatialClassNLLCriterion",)
     lua_params = (("sizeAverage", True),)
 
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        if input.dim() != 4 or not isinstance(target, torch.Tensor) or target.dim() != 3 \
-                or target.shape != (input.shape[0],) + input.shape[2:]:
-            got = _shape(target) if isinstance(target, torch.Tensor) else type(target).__name__
-            raise self.error(f"input should be batch x classes x H x W and target batch x H x W, "
-                             f"got {_shape(input)} and {got}")
-        pixels = input.permute(0, 2, 3, 1).reshape(-1, input.shape[1])
-        return class_nll(self, pixels, target.reshape(-1), self.size_average, None)
 
-
-class LuaCrossEntropyCriterion(LuaCriterion):
+class LuaCrossEntropyCriterion(LuaCriterion, CrossEntropyCriterion):
     """nn.CrossEntropyCriterion: LogSoftMax then ClassNLLCriterion (``nll``: weights, ignoreIndex) on the
     squeezed input and target. Setting ``sizeAverage`` overrides ``nll.sizeAverage`` (Lua's
-    ``oldSizeAverage`` rule: only a changed value is propagated)."""
+    ``oldSizeAverage`` rule: only a changed value is propagated).
+
+    Computed by :class:`~.standalone.criterions.CrossEntropyCriterion`; its ``nll`` is a converted
+    nn.ClassNLLCriterion, and Lua's ``lsm`` must be an nn.LogSoftMax."""
 
     lua_types = ("nn.CrossEntropyCriterion",)
     lua_params = (("sizeAverage", None), ("oldSizeAverage", None))
-
-    def __init__(self, weights: torch.Tensor | None = None, sizeAverage: bool | None = True,
-                 oldSizeAverage: bool | None = None, nll: LuaClassNLLCriterion | None = None):
-        super().__init__(sizeAverage=sizeAverage, oldSizeAverage=oldSizeAverage)
-        self.nll = nll if nll is not None else LuaClassNLLCriterion(
-            weights=weights, sizeAverage=True if sizeAverage is None else sizeAverage)
-        if nll is None:
-            self.oldSizeAverage = self.sizeAverage
+    nll_class = LuaClassNLLCriterion
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
         if not f.has("nll"):
             raise f.error("missing field 'nll' (its nn.ClassNLLCriterion)")
-        nll = convert(f.get("nll"), f"{f.path}.nll")
-        if not isinstance(nll, LuaClassNLLCriterion):
-            raise f.error(f"field 'nll' should be an nn.ClassNLLCriterion, got {nll.lua_typename}")
-        m = cls(sizeAverage=f.get("sizeAverage"), oldSizeAverage=f.get("oldSizeAverage"), nll=nll)
+        _check_helper(f, "lsm", "LogSoftMax")
+        nll_obj = f.get("nll")
+        f.check(isinstance(nll_obj, t7.TorchObject), "nll", nll_obj, "should be an nn.ClassNLLCriterion")
+        nll = convert(nll_obj, f"{f.path}.nll")
+        if not isinstance(nll, (LuaClassNLLCriterion, UnsupportedLuaModule)):
+            raise f.bad("nll", nll_obj, "should be an nn.ClassNLLCriterion")
+        m = cls(sizeAverage=cls.read_param(f, "sizeAverage", None),
+                oldSizeAverage=cls.read_param(f, "oldSizeAverage", None), nll=nll)
         m.output = _lua_number(f.get("output", 0))
         return m
 
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        if self.sizeAverage != self.oldSizeAverage:
-            self.nll.sizeAverage = self.sizeAverage
-        self.oldSizeAverage = self.sizeAverage
-        x = input.squeeze()
-        if x.dim() not in (1, 2):
-            raise self.error(f"input of shape {_shape(input)} squeezes to {x.dim()} dimensions; it should "
-                             f"squeeze to 1-D (one sample) or 2-D (batch x classes, at least 2 classes)")
-        if isinstance(target, torch.Tensor):
-            target = target.squeeze()
-        logp = torch.log_softmax(x, dim=x.dim() - 1)
-        return self.nll(logp, target)
+    def python_ctor(self, g: CodeGen) -> str:
+        return call_expr(g.use(CrossEntropyCriterion), sizeAverage=self.sizeAverage,
+                         oldSizeAverage=self.oldSizeAverage, nll=g.ctor(self.nll))
 
     def lua_fields(self) -> dict[str, Any]:
         fields = super().lua_fields()
@@ -515,75 +294,41 @@ class LuaCrossEntropyCriterion(LuaCriterion):
         return fields
 
 
-class LuaMultiMarginCriterion(LuaCriterion):
+class LuaMultiMarginCriterion(LuaCriterion, MultiMarginCriterion):
     """nn.MultiMarginCriterion: sum over d != t of w[t] max(0, margin - x[t] + x[d])^p / nClasses
-    (p 1 or 2; averaged over samples if sizeAverage); targets 1-based class indices."""
+    (p 1 or 2; averaged over samples if sizeAverage); targets 1-based class indices.
+
+    Computed by :class:`~.standalone.criterions.MultiMarginCriterion`."""
 
     lua_types = ("nn.MultiMarginCriterion",)
     lua_params = (("p", 1), ("margin", 1), ("sizeAverage", True))
-    weights_field = "weights"
-
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        if input.dim() not in (1, 2):
-            raise self.error(f"input should be a vector or a matrix, got shape {_shape(input)}")
-        x = input if input.dim() == 2 else input.unsqueeze(0)
-        nframe, dim = x.shape
-        t = self.class_target(target, input.device)
-        if input.dim() == 1:
-            t = t[:1]
-        if t.numel() != nframe:
-            raise self.error(f"inconsistent target size: {nframe} samples, target of {t.numel()} elements")
-        self.check_classes(t, dim)
-        idx = (t - 1).unsqueeze(1)
-        z = float(self.margin) - x.gather(1, idx) + x
-        h = torch.relu(z)
-        if int(self.p or 1) != 1:
-            h = h * h
-        w = self.weights_tensor(input)
-        if w is not None:
-            if w.numel() != dim:
-                raise self.error(f"weights should have one value per class: {dim} classes, {w.numel()} weights")
-            h = h * w[idx]
-        others = torch.ones_like(h, dtype=torch.bool).scatter(1, idx, False)
-        return self.average(torch.where(others, h, torch.zeros_like(h)).sum() / dim, nframe)
 
 
-class LuaMultiLabelMarginCriterion(LuaCriterion):
+class LuaMultiLabelMarginCriterion(LuaCriterion, MultiLabelMarginCriterion):
     """nn.MultiLabelMarginCriterion: per sample, the 1-based target classes are listed first and ended
-    by 0; sum over targets j and non-targets d of max(0, 1 - x[j] + x[d]) / nClasses."""
+    by 0; sum over targets j and non-targets d of max(0, 1 - x[j] + x[d]) / nClasses.
+
+    Computed by :class:`~.standalone.criterions.MultiLabelMarginCriterion`."""
 
     lua_types = ("nn.MultiLabelMarginCriterion",)
-
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        if input.dim() not in (1, 2) or not isinstance(target, torch.Tensor) or target.shape != input.shape:
-            raise self.error(f"input should be a vector or a matrix and target of the same size, got "
-                             f"{_shape(input)} and {_shape(target) if isinstance(target, torch.Tensor) else target}")
-        t = target.to(input.device).long()
-        if bool(((t < 0) | (t > input.shape[-1])).any()):
-            raise self.error(f"target out of range: values should be 1..{input.shape[-1]} (class indices), "
-                             f"0 ending the list")
-        reduction = "mean" if self.size_average else "sum"
-        return nn.functional.multilabel_margin_loss(input, t - 1, reduction=reduction)
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), isTarget=empty_tensor())
 
 
-class LuaMultiLabelSoftMarginCriterion(LuaCriterion):
+class LuaMultiLabelSoftMarginCriterion(LuaCriterion, MultiLabelSoftMarginCriterion):
     """nn.MultiLabelSoftMarginCriterion: w (log(1 + exp(-|x|)) + max(x, 0) - x t) (the stable form of
-    binary cross-entropy on sigmoid(x)), summed over all elements, / nElement if sizeAverage."""
+    binary cross-entropy on sigmoid(x)), summed over all elements, / nElement if sizeAverage.
+
+    Computed by :class:`~.standalone.criterions.MultiLabelSoftMarginCriterion`; Lua's ``sigmoid`` must be an
+    nn.Sigmoid."""
 
     lua_types = ("nn.MultiLabelSoftMarginCriterion",)
-    weights_field = "weights"
 
-    def loss(self, input: torch.Tensor, target: Target) -> torch.Tensor:
-        w = self.weight_for(target, input)
-        t = self.float_target(input, target)
-        ind = (input >= 0).to(input.dtype)
-        terms = torch.log(torch.exp(input * ind * -2 + input) + 1) - (t - ind) * input
-        if w is not None:
-            terms = terms * w
-        return self.average(terms.sum(), input.numel())
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        _check_helper(f, "sigmoid", "Sigmoid")  # Lua's gradient is its output
+        return super().from_fields(f, convert)
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), sigmoid=lua_module("nn.Sigmoid"))
@@ -593,147 +338,97 @@ class LuaMultiLabelSoftMarginCriterion(LuaCriterion):
 # Criterions on a pair of inputs {x1, x2}
 # ----------------------------------------------------------------------------------------------
 
-def _pair(crit: LuaCriterion, input: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    if len(input) != 2 or not all(isinstance(x, torch.Tensor) for x in input):
-        raise crit.error(f"input should be a list of two tensors {{x1, x2}}, got {len(input)} items")
-    x1, x2 = input
-    if x1.shape != x2.shape:
-        raise crit.error(f"x1 and x2 should have the same size, got {_shape(x1)} and {_shape(x2)}")
-    return x1, x2
-
-
-def _y_vector(crit: LuaCriterion, target: Target, like: torch.Tensor) -> torch.Tensor:
-    if isinstance(target, (int, float)) and not isinstance(target, bool):
-        return torch.full((1,), float(target), dtype=like.dtype, device=like.device)
-    if not isinstance(target, torch.Tensor):
-        raise crit.error(f"target should be a tensor of +-1 or a number, got {type(target).__name__}")
-    return target.to(device=like.device, dtype=like.dtype).reshape(-1)
-
-
-class LuaCosineEmbeddingCriterion(LuaCriterion):
+class LuaCosineEmbeddingCriterion(LuaCriterion, CosineEmbeddingCriterion):
     """nn.CosineEmbeddingCriterion: with c = cos(x1, x2) (squared norms + 1e-12), 1 - c for y = 1 and
-    max(0, c - margin) for y = -1; summed over the batch (rows), / batch size if sizeAverage."""
+    max(0, c - margin) for y = -1; summed over the batch (rows), / batch size if sizeAverage.
+
+    Computed by :class:`~.standalone.criterions.CosineEmbeddingCriterion`."""
 
     lua_types = ("nn.CosineEmbeddingCriterion",)
     lua_params = (("margin", 0), ("sizeAverage", True))
-    table_input = True
-    EPS: ClassVar[float] = 1e-12
-
-    def loss(self, input: list[torch.Tensor], target: Target) -> torch.Tensor:
-        x1, x2 = _pair(self, input)
-        if x1.dim() == 1:
-            x1, x2 = x1.view(1, -1), x2.view(1, -1)
-        if x1.dim() != 2:
-            raise self.error(f"inputs should be vectors or batch x features matrices, got {_shape(x1)}")
-        y = _y_vector(self, target, x1)
-        if y.numel() != x1.shape[0]:
-            raise self.error(f"target should hold one +-1 per row: {x1.shape[0]} rows, {y.numel()} targets")
-        dot = (x1 * x2).sum(1)
-        inv1 = 1 / ((x1 * x1).sum(1) + self.EPS)
-        inv2 = 1 / ((x2 * x2).sum(1) + self.EPS)
-        cos = dot * torch.sqrt(inv1 * inv2)
-        out = torch.where(y == -1, (cos - float(self.margin)).clamp_min(0), cos)
-        out = torch.where(y == 1, 1 - out, out)
-        out = _where_grad(out > 0, out)  # Lua zeroes the gradient of rows whose loss is <= 0
-        return self.average(out.sum(), y.numel())
 
 
-class LuaMarginRankingCriterion(LuaCriterion):
+class LuaMarginRankingCriterion(LuaCriterion, MarginRankingCriterion):
     """nn.MarginRankingCriterion: max(0, -y (x1 - x2) + margin); a number ``y`` compares x1[1], x2[1]
-    only (Lua's non-batch mode), a tensor ``y`` every row (/ its size if sizeAverage)."""
+    only (Lua's non-batch mode), a tensor ``y`` every row (/ its size if sizeAverage).
+
+    Computed by :class:`~.standalone.criterions.MarginRankingCriterion`."""
 
     lua_types = ("nn.MarginRankingCriterion",)
     lua_params = (("margin", 1), ("sizeAverage", True))
-    table_input = True
-
-    def loss(self, input: list[torch.Tensor], target: Target) -> torch.Tensor:
-        x1, x2 = _pair(self, input)
-        margin = float(self.margin)
-        if not isinstance(target, torch.Tensor):
-            y = _y_vector(self, target, x1)[0]
-            dist = -y * (x1.reshape(-1)[0] - x2.reshape(-1)[0]) + margin
-            return torch.where(dist >= 0, dist, torch.zeros_like(dist))
-        y = self.float_target(x1, target)
-        dist = -(x1 - x2) * y + margin
-        total = torch.where(dist >= 0, dist, torch.zeros_like(dist)).sum()
-        return self.average(total, target.shape[0])
 
 
-class LuaL1HingeEmbeddingCriterion(LuaCriterion):
+class LuaL1HingeEmbeddingCriterion(LuaCriterion, L1HingeEmbeddingCriterion):
     """nn.L1HingeEmbeddingCriterion: d = ||x1 - x2||_1; d for y = 1, max(0, margin - d) for y = -1
     (no averaging). ``y`` is a number (a 1-element tensor is read as its value; Lua would treat any
-    tensor as 1). At x1 = x2 the gradient is 0 where Lua draws a random sign."""
+    tensor as 1). At x1 = x2 the gradient is 0 where Lua draws a random sign.
+
+    Computed by :class:`~.standalone.criterions.L1HingeEmbeddingCriterion`."""
 
     lua_types = ("nn.L1HingeEmbeddingCriterion",)
     lua_params = (("margin", 1),)
-    table_input = True
-
-    def loss(self, input: list[torch.Tensor], target: Target) -> torch.Tensor:
-        x1, x2 = _pair(self, input)
-        y = _y_vector(self, target, x1)
-        if y.numel() != 1:
-            raise self.error(f"target should be one number (1 or -1), got {y.numel()} values")
-        dist = (x1 - x2).abs().sum()
-        if float(y[0]) != -1:
-            return dist
-        margin = float(self.margin)
-        return torch.where(dist > margin, torch.zeros_like(dist), margin - dist)
 
 
 # ----------------------------------------------------------------------------------------------
 # Criterions of criterions
 # ----------------------------------------------------------------------------------------------
 
-def _number_list(f: Fields, name: str, n: int) -> list[float]:
-    """A Lua list of numbers (table or DoubleStorage), ``n`` long; missing field: all 1."""
-    value = f.get(name)
+def _weights_list(f: Fields, n: int) -> list[float]:
+    """The ``weights`` of a criterion container: a Lua list (ParallelCriterion) or DoubleStorage
+    (MultiCriterion) of finite numbers, of which Lua reads the first ``n`` (one per criterion; longer is
+    fine, as Lua never reads the rest)."""
+    value = f.raw.get("weights")
+    if n == 0:
+        return []
     if value is None:
-        return [1.0] * n
-    if isinstance(value, t7.Storage):
-        value = value.tensor
-    if isinstance(value, torch.Tensor):
-        values = [float(v) for v in value.reshape(-1).tolist()]
-    elif isinstance(value, dict):
-        values = [value.get(i + 1) for i in range(n)]
-    else:
-        values = list(value)
-    if len(values) < n or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values[:n]):
-        raise f.error(f"field '{name}' should hold {n} numbers (one per criterion), got {value!r}")
-    return [float(v) for v in values[:n]]
+        raise f.error("missing field 'weights' (one number per criterion)")
+    items = value.tensor if isinstance(value, t7.Storage) else value
+    if isinstance(items, torch.Tensor):
+        if items.dim() != 1 or items.dtype == torch.bool or items.is_complex():
+            raise f.bad("weights", value, "should be a list of numbers (one per criterion)")
+        items = items.tolist()
+    elif isinstance(items, dict) and not isinstance(items, t7.TorchObject):
+        items = [items.get(i + 1) for i in range(n)]
+    elif not isinstance(items, list):
+        raise f.bad("weights", value, "should be a list of numbers (one per criterion)")
+    if len(items) < n:
+        raise f.bad("weights", value, f"should hold {n} number{'s' if n > 1 else ''} (one per criterion)")
+    for i, v in enumerate(items[:n]):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise f.bad(f"weights[{i + 1}]", v, "should be a finite number (the weight of criterions"
+                                                f"[{i + 1}])")
+    return [float(v) for v in items[:n]]
+
+
+def _criterion_children(f: Fields, convert: ChildConverter) -> list[nn.Module]:
+    """The converted ``criterions`` list (a Lua list of criterions) of a criterion container."""
+    children = []
+    for i, obj in enumerate(f.module_list("criterions")):
+        name = f"criterions[{i + 1}]"
+        f.check(isinstance(obj, t7.TorchObject), name, obj, "should be a criterion (an nn.*Criterion object)")
+        child = convert(obj, f"{f.path}.{name}")
+        # a module of a built-in class that is not a criterion (a function-registered converter may
+        # return any module; an unsupported class is reported by the conversion)
+        if isinstance(child, LuaModule) and not isinstance(child, (LuaCriterion, UnsupportedLuaModule)):
+            raise f.bad(name, obj, "should be a criterion (Lua calls criterion:updateOutput(input, target))")
+        children.append(child)
+    return children
 
 
 class _LuaCriterionContainer(LuaCriterion):
-    """Weighted sum of child criterions (``criterions``, ``weights``); Lua's ``add(criterion, weight)``."""
+    """Weighted sum of child criterions (``criterions``, ``weights``) read from Lua; written inline by
+    ``convert --format python`` (one line per child, then their weighted sum)."""
 
     lua_params = ()
     weights_storage: ClassVar[bool] = False
 
-    def __init__(self, criterions: list[nn.Module] | None = None, weights: list[float] | None = None, **values: Any):
-        super().__init__(**values)
-        self.criterions = nn.ModuleList()
-        self.weights: list[float] = []
-        for i, c in enumerate(criterions or []):
-            self.add(c, 1 if weights is None else weights[i])
-
-    def add(self, criterion: nn.Module, weight: float = 1) -> "_LuaCriterionContainer":
-        """Lua ``crit:add(criterion, weight)``: append a criterion with its weight (default 1)."""
-        self.criterions.append(criterion)
-        self.weights.append(float(weight))
-        return self
-
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        children = children_of(f, convert, "criterions")
+        children = _criterion_children(f, convert)
         values = {name: cls.read_param(f, name, default) for name, default in cls.lua_params}
-        m = cls(children, _number_list(f, "weights", len(children)), **values)
+        m = cls(children, _weights_list(f, len(children)), **values)
         m.output = _lua_number(f.get("output", 0))
         return m
-
-    def weighted_sum(self, terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
-        total: torch.Tensor | None = None
-        for w, loss in terms:
-            total = w * loss if total is None else total + w * loss
-        return total if total is not None else torch.zeros(())
 
     def lua_fields(self) -> dict[str, Any]:
         fields = super().lua_fields()
@@ -744,36 +439,57 @@ class _LuaCriterionContainer(LuaCriterion):
                       else t7.LuaTable(), weights=weights)
         return fields
 
+    def python_children(self) -> list[tuple[str, nn.Module]]:
+        return [(f"criterions[{i}]", c) for i, c in enumerate(self.criterions, 1)]
 
-class LuaParallelCriterion(_LuaCriterionContainer):
+    def python_ctor(self, g: CodeGen) -> str:
+        """The container as one constructor expression (when it is held by a module, e.g. a graph's
+        nn.ModuleFromCriterion, rather than written inline)."""
+        children = Code("[" + ", ".join(g.ctor(c).text for c in self.criterions) + "]")
+        values = {name: getattr(self, name) for name, _ in self.lua_params}
+        return call_expr(g.use(standalone_base(type(self))), children, weights=self.weights, **values)
+
+    def child_pair(self, g: CodeGen, i: int, input: Value, target: Value) -> ListVal:
+        """The {input, target} of criterion ``i`` (0-based)."""
+        raise NotImplementedError
+
+    def python_forward(self, g: CodeGen, x: Value) -> Value:
+        input, target = _input_and_target(g, x)
+        losses = [g.emit(c, self.child_pair(g, i, input, target)) for i, c in enumerate(self.criterions)]
+        if not losses:
+            return g.assign("torch.zeros(())", hint="loss")
+        # weights[i] * loss_i summed in order (a weight of 1 left out: x * 1.0 is x)
+        terms = [g.expr(v) if w == 1 else f"{w!r} * {g.expr(v)}" for w, v in zip(self.weights, losses)]
+        total = " + ".join(terms)
+        if len(total) > 80:  # the same sum, wrapped at the commas
+            total = call_expr(g.use(sum_in_order), *(Code(t) for t in terms))
+        return g.assign(total, hint="loss")
+
+
+class LuaParallelCriterion(_LuaCriterionContainer, ParallelCriterion):
     """nn.ParallelCriterion: sum of weights[i] * criterions[i](input[i], target[i]); with
-    ``repeatTarget`` every criterion gets the whole target."""
+    ``repeatTarget`` every criterion gets the whole target.
+
+    Computed by :class:`~.standalone.criterions.ParallelCriterion`."""
 
     lua_types = ("nn.ParallelCriterion",)
     lua_params = (("repeatTarget", None),)
     lua_table_grad_input = True
-    table_input = True
 
-    def loss(self, input: list[Any], target: Target) -> torch.Tensor:
-        if len(input) < len(self.criterions):
-            raise self.error(f"input should be a list of {len(self.criterions)} items, got {len(input)}")
-        if not self.repeatTarget and (not isinstance(target, (list, tuple)) or len(target) < len(self.criterions)):
-            raise self.error(f"target should be a list of {len(self.criterions)} targets (or set repeatTarget)")
-        return self.weighted_sum([(w, c(input[i], target if self.repeatTarget else target[i]))
-                                  for i, (c, w) in enumerate(zip(self.criterions, self.weights))])
+    def child_pair(self, g: CodeGen, i: int, input: Value, target: Value) -> ListVal:
+        return ListVal((_item(g, input, i), target if self.repeatTarget else _item(g, target, i)))
 
 
-class LuaMultiCriterion(_LuaCriterionContainer):
-    """nn.MultiCriterion: sum of weights[i] * criterions[i](input, target)."""
+class LuaMultiCriterion(_LuaCriterionContainer, MultiCriterion):
+    """nn.MultiCriterion: sum of weights[i] * criterions[i](input, target).
+
+    Computed by :class:`~.standalone.criterions.MultiCriterion`."""
 
     lua_types = ("nn.MultiCriterion",)
     weights_storage = True
 
-    def check_input(self, input: Input) -> None:
-        pass  # the children check it
-
-    def loss(self, input: Input, target: Target) -> torch.Tensor:
-        return self.weighted_sum([(w, c(input, target)) for c, w in zip(self.criterions, self.weights)])
+    def child_pair(self, g: CodeGen, i: int, input: Value, target: Value) -> ListVal:
+        return ListVal((input, target))
 
 
 __all__ = ["LuaCriterion", "LuaCriterionError", "class_nll"] + [

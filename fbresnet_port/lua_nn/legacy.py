@@ -15,71 +15,118 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import t7
-from ._base import (ChildConverter, Fields, LuaModule, empty_tensor, export_param, export_weights, float_param,
-                    lua_module, to_lua)
+from ._base import (ChildConverter, Fields, LuaModule, check_planes, empty_tensor, export_param,
+                    export_weights, float_param, lua_module, planes_after, show_value, to_lua)
 from .containers import LuaSequential
-from .layers import _on_cpu, _set_param
+from .layers import _build, bias_of, planes_field, size_field, weight_of
 from .simple import LuaThreshold
+from .standalone.legacy import (SpatialContrastiveNormalization, SpatialConvolutionMap, SpatialDivisiveNormalization,
+                                SpatialNormalization, SpatialSubSampling, SpatialSubtractiveNormalization,
+                                check_image_planes)
 from .text import LuaInputError, lua_param
 
 
+class _LegacyModule(LuaModule):
+    """Runtime side of the standalone legacy classes: input errors name the Lua module and its path; the
+    generated code builds the standalone class from :meth:`python_ctor`."""
+
+    def input_error(self, what: str) -> LuaInputError:
+        return LuaInputError(f"{self.lua_typename} at {self.lua_path}: {what}")
+
+
 def _check_planes(module: LuaModule, input: torch.Tensor, n_planes: int, exact: bool = True) -> None:
-    """A 3-D (planes x H x W) or 4-D (batch x planes x H x W) input with ``n_planes`` planes."""
-    if input.dim() not in (3, 4):
-        raise LuaInputError(f"{module.lua_typename}: expected a 3-D or 4-D (batch) input, "
-                            f"got {tuple(input.shape)}")
-    planes = input.shape[-3]
-    if planes < n_planes or (exact and planes != n_planes):
-        raise LuaInputError(f"{module.lua_typename}: the input has {planes} planes, the module "
-                            f"expects {n_planes}")
+    check_image_planes(module, input, n_planes, exact)
+
+
+def _sub_network(g: Any, module: nn.Module, name: str) -> Any:
+    """A sub-network that a standalone class takes (an estimator, a normaliser), built on a line of its own in
+    the generated ``__init__`` (``meanestimator = nn.Sequential(...)``); its local name, as code."""
+    from .codegen import Code, wrap
+    expr = g.ctor(module).text
+    taken = g.__dict__.setdefault("_sub_network_names", set())
+    local, k = name, 2
+    while local in taken:
+        local, k = f"{name}_{k}", k + 1
+    taken.add(local)
+    g.init_lines += wrap(f"{local} = {expr}", getattr(g, "_indent", " " * 8))
+    return Code(local)
+
+
+def _same_planes(f: Fields, name: str, module: nn.Module, n_planes: int) -> None:
+    """A sub-network that must give as many planes as it takes (the local normalisations' estimators)."""
+    out = planes_after(module, n_planes)
+    if out is not None and out != n_planes:
+        raise f.error(f"sub-module {name} turns {n_planes} planes (nInputPlane) into {out}; Lua's normaliser "
+                      f"combines its output with the input element by element, so it must keep {n_planes}")
+
+
+class _PlanesKept:
+    """Chain check of modules that keep the number of planes and take ``n_planes`` of them."""
+
+    n_planes: int
+
+    def lua_planes(self, planes: int | None) -> int | None:
+        check_planes(self, planes, self.n_planes)
+        return planes
+
+    def lua_expected_input(self) -> str | None:
+        return f"(N x) {self.n_planes} x H x W (nInputPlane = {self.n_planes})"
 
 
 # ----------------------------------------------------------------------------------------------
 # Convolution with a connection table, sub-sampling, LP pooling
 # ----------------------------------------------------------------------------------------------
 
-class LuaSpatialConvolutionMap(LuaModule, nn.Module):
+class LuaSpatialConvolutionMap(_LegacyModule, SpatialConvolutionMap):
     """nn.SpatialConvolutionMap: kernel k (``weight[k]``, kH x kW) connects input plane ``connTable[k][1]``
     to output plane ``connTable[k][2]`` (1-based; ``nn.tables.full/oneToOne/random``). No padding.
 
-    Computed as a dense convolution whose weight is scattered from the kernels (repeated pairs add up,
-    as in THNN's loop), so autograd gives THNN's gradients.
+    Computed by :class:`standalone.legacy.SpatialConvolutionMap` (a dense convolution whose weight is scattered
+    from the kernels, so autograd gives THNN's gradients).
     """
 
     lua_types = ("nn.SpatialConvolutionMap",)
 
-    def __init__(self, conn_table: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_in: int, n_out: int,
-                 stride: tuple[int, int]):
-        super().__init__()
-        conn = conn_table.detach().reshape(-1, 2).to(torch.int64)
-        if conn.shape[0] != weight.shape[0]:
-            raise ValueError(f"connTable has {conn.shape[0]} rows, weight {weight.shape[0]} kernels")
-        self.register_buffer("conn", conn - 1)  # 0-based (input plane, output plane)
-        self.weight = lua_param(weight)
-        self.bias = lua_param(bias)
-        self.n_in, self.n_out, self.stride = n_in, n_out, stride
-
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        conn = f.tensor("connTable")
-        weight = f.tensor("weight")
-        if conn.numel() % 2 or weight.dim() != 3 or weight.shape[0] != conn.numel() // 2:
-            raise f.error(f"expected connTable (n x 2) and weight (n x kH x kW), got {tuple(conn.shape)} and "
-                          f"{tuple(weight.shape)}")
-        pairs = conn.reshape(-1, 2)
-        n_in = f.int("nInputPlane", int(pairs[:, 0].max()))
-        n_out = f.int("nOutputPlane", int(pairs[:, 1].max()))
-        return cls(conn, weight, f.tensor("bias"), n_in, n_out, (f.int("dH", 1), f.int("dW", 1)))
+        conn = f.tensor("connTable", dim=2, allow_empty=False)
+        f.check(conn.shape[1] == 2, "connTable", conn, "should be of size n x 2 (input plane, output plane "
+                                                       "of each kernel; nn.tables.full/oneToOne/random)")
+        weight = f.tensor("weight", dim=3)
+        f.check(weight.shape[0] == conn.shape[0], "weight", weight,
+                f"should be of size {conn.shape[0]} x kH x kW (one kernel per connTable row)")
+        pairs = conn.tolist()
+        for row in pairs:
+            for v in row:
+                f.check(v == v and float(v).is_integer() and v >= 1, "connTable", conn,
+                        f"should hold 1-based plane numbers (has {show_value(v)})")
+        n_in = planes_field(f, "nInputPlane", int(max(r[0] for r in pairs)))
+        n_out = planes_field(f, "nOutputPlane", int(max(r[1] for r in pairs)))
+        for col, (n, field) in enumerate(((n_in, "nInputPlane"), (n_out, "nOutputPlane"))):
+            top = max(r[col] for r in pairs)
+            f.check(top <= n, "connTable", conn, f"should hold {'input' if col == 0 else 'output'} planes in "
+                                                 f"[1, {field} = {n}] (has {show_value(top)})")
+        for axis, size in (("H", weight.shape[1]), ("W", weight.shape[2])):
+            f.check(f.int("k" + axis, size) == size, "k" + axis, f.get("k" + axis),
+                    f"should be {size} (the weight's kernel size)")
+        bias = bias_of(f, n_out, "nOutputPlane", required=True)
+        m = cls(conn.shape[0], tuple(weight.shape[1:]), n_in, n_out, (size_field(f, "dH"), size_field(f, "dW")))
+        m.conn = conn.detach().to(torch.int64) - 1  # 0-based (input plane, output plane)
+        m.weight, m.bias = lua_param(weight), lua_param(bias)
+        return m
 
-    def dense_weight(self) -> torch.Tensor:
-        """The (nOutputPlane, nInputPlane, kH, kW) weight of the equivalent full convolution."""
-        dense = self.weight.new_zeros((self.n_out, self.n_in) + tuple(self.weight.shape[1:]))
-        return dense.index_put((self.conn[:, 1], self.conn[:, 0]), self.weight, accumulate=True)
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr(g.use(SpatialConvolutionMap), self.conn.shape[0], tuple(self.weight.shape[1:]), self.n_in,
+                         self.n_out, stride=self.stride)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        _check_planes(self, input, self.n_in, exact=False)
-        input = input.narrow(-3, 0, self.n_in)  # THNN reads the first nInputPlane planes
-        return F.conv2d(input, self.dense_weight(), self.bias, stride=self.stride)
+    def lua_planes(self, planes: int | None) -> int | None:
+        if planes is not None and planes < self.n_in:
+            check_planes(self, planes, self.n_in)
+        return self.n_out
+
+    def lua_expected_input(self) -> str | None:
+        return f"(N x) P x H x W with P >= {self.n_in} (nInputPlane)"
 
     def lua_fields(self) -> dict[str, Any]:
         kH, kW = self.weight.shape[1:]
@@ -88,35 +135,34 @@ class LuaSpatialConvolutionMap(LuaModule, nn.Module):
                     **export_weights(weight=self.weight, bias=self.bias))
 
 
-class LuaSpatialSubSampling(LuaModule, nn.Module):
-    """nn.SpatialSubSampling: per plane, ``weight[p]`` * (sum over each kW x kH window) + ``bias[p]``."""
+class LuaSpatialSubSampling(_PlanesKept, _LegacyModule, SpatialSubSampling):
+    """nn.SpatialSubSampling: per plane, ``weight[p]`` * (sum over each kW x kH window) + ``bias[p]``.
+
+    Computed by :class:`standalone.legacy.SpatialSubSampling`."""
 
     lua_types = ("nn.SpatialSubSampling",)
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]):
-        super().__init__()
-        self.weight = lua_param(weight)
-        self.bias = lua_param(bias)
-        self.kernel, self.stride = kernel, stride
-
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        weight, bias = f.tensor("weight"), f.tensor("bias")
-        n = f.int("nInputPlane", bias.numel())
-        if weight.numel() < n or bias.numel() != n:
-            raise f.error(f"expected weight and bias of nInputPlane = {n} elements, got {tuple(weight.shape)} "
-                          f"and {tuple(bias.shape)}")
+        weight = f.tensor("weight")
+        n = planes_field(f, "nInputPlane", weight.shape[0] if weight.dim() else None)
         # Files of 2011-2012 torch (e.g. the SpatialLPPooling of torch/demos' tracker) hold a weight of
-        # nInputPlane x kH x kW; the C kernel reads only its first nInputPlane elements (memory order).
-        weight = weight.contiguous().reshape(-1)[:n]
-        return cls(weight, bias, (f.int("kH"), f.int("kW")), (f.int("dH", 1), f.int("dW", 1)))
+        # nInputPlane x kH x kW; the C kernel takes nInputPlane = weight:size(1) and reads its first
+        # nInputPlane elements (memory order).
+        f.check(weight.dim() >= 1 and weight.shape[0] == n, "weight", weight,
+                f"should be of size {n} (nInputPlane), or {n} x kH x kW (2011 layout)")
+        bias = bias_of(f, n, "nInputPlane", required=True)
+        m = cls(n, (size_field(f, "kH"), size_field(f, "kW")), (size_field(f, "dH"), size_field(f, "dW")))
+        m.weight, m.bias = lua_param(weight.contiguous().reshape(-1)[:n]), lua_param(bias)
+        return m
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        n = self.weight.numel()
-        _check_planes(self, input, n)
-        # a depth-wise convolution whose kernel is filled with the plane's weight
-        kernel = self.weight.reshape(n, 1, 1, 1).expand((n, 1) + self.kernel)
-        return F.conv2d(input, kernel, self.bias, stride=self.stride, groups=n)
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr(g.use(SpatialSubSampling), self.n_planes, self.kernel, self.stride)
+
+    @property
+    def n_planes(self) -> int:
+        return self.weight.numel()
 
     def lua_fields(self) -> dict[str, Any]:
         (kH, kW), (dH, dW) = self.kernel, self.stride
@@ -133,7 +179,8 @@ class LuaSpatialLPPooling(LuaSequential):
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
         m = super().from_fields(f, convert)
-        m.lua_geometry = {k: f.int(k) for k in ("kW", "kH", "dW", "dH")}
+        kW, kH = size_field(f, "kW"), size_field(f, "kH")
+        m.lua_geometry = {"kW": kW, "kH": kH, "dW": size_field(f, "dW", kW), "dH": size_field(f, "dH", kH)}
         return m
 
     def lua_fields(self) -> dict[str, Any]:
@@ -144,60 +191,41 @@ class LuaSpatialLPPooling(LuaSequential):
 # Local normalisations
 # ----------------------------------------------------------------------------------------------
 
-def _frozen(module: nn.Module) -> nn.Module:
-    """Turn every parameter of ``module`` into a buffer: Lua's normalisation modules hold convolutions
-    whose weights are fixed kernels, not listed by ``parameters()``."""
-    for m in module.modules():
-        for name, p in list(m._parameters.items()):
-            del m._parameters[name]
-            if p is not None:
-                m.register_buffer(name, p.detach())
-            else:
-                setattr(m, name, None)
-    return module
+def _kernel(f: Fields) -> torch.Tensor:
+    """The normalisation kernel (1-D separable or 2-D): kept for export; the estimators hold its values."""
+    kernel = f.tensor("kernel", floating=False, allow_empty=False)
+    f.check(kernel.dim() in (1, 2) and kernel.dtype != torch.bool, "kernel", kernel,
+            "should be a 1-D or 2-D tensor of numbers")
+    return kernel
 
 
-def _same_elements(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``b`` laid out as ``a``: Lua's CSubTable/CDivTable pair the elements in memory order."""
-    return b if a.shape == b.shape else b.reshape(a.shape)
+def _threshold(f: Fields) -> tuple[float, float]:
+    threshold = f.num("threshold", 1e-4)
+    return threshold, f.num("thresval", threshold)
 
 
-class _LuaLocalNorm(LuaModule, nn.Module):
-    """Shared by the Spatial*Normalization classes: the kernel, the frozen estimator sub-networks
-    (converted from the file, so the computation uses the very weights Lua used) and the border
-    coefficients ``coef`` = meanestimator(ones), which undo the zero padding's shrinking at the borders."""
+def _sub_module(f: Fields, convert: ChildConverter, name: str, n_planes: int | None = None) -> nn.Module:
+    """The saved sub-network ``name`` (required: every torch/nn version that has the class saves it); with
+    ``n_planes``, it must keep that many planes."""
+    if not f.has(name):
+        raise f.error(f"missing sub-module {name} (saved by every torch/nn version that has this class; the file "
+                      f"looks damaged)")
+    net = convert(f.get(name), f"{f.path}.{name}")
+    if n_planes is not None:
+        _same_planes(f, name, net, n_planes)
+    return net
 
-    estimators: tuple[str, ...] = ()
 
-    def __init__(self, n_planes: int, kernel: torch.Tensor, **estimators: nn.Module):
-        super().__init__()
-        self.n_planes = n_planes
-        self.register_buffer("kernel", float_param(kernel))
-        for name, m in estimators.items():
-            setattr(self, name, _frozen(m))
+class _LuaLocalNorm(_PlanesKept, _LegacyModule):
+    """Runtime side of the Spatial*Normalization classes: the kernel (for export only; the estimator
+    sub-networks converted from the file hold the very weights Lua used)."""
 
-    @classmethod
-    def read_estimators(cls, f: Fields, convert: ChildConverter) -> dict[str, nn.Module]:
-        missing = [n for n in cls.estimators if not f.has(n)]
-        if missing:
-            raise f.error(f"missing sub-module(s) {', '.join(missing)} (saved by every torch/nn version "
-                          f"that has this class; the file looks damaged)")
-        return {n: convert(f.get(n), f"{f.path}.{n}") for n in cls.estimators}
+    def keep_kernel(self, kernel: torch.Tensor) -> None:
+        self.register_buffer("kernel", float_param(kernel), persistent=False)
 
-    def coef(self, input: torch.Tensor) -> torch.Tensor:
-        """meanestimator applied to ones of one sample's shape, expanded over the batch."""
-        batched = input.dim() == 4
-        ones = input.new_ones(input.shape[1:] if batched else input.shape)
-        coef = self.meanestimator(ones)
-        return coef.unsqueeze(0).expand((input.shape[0],) + coef.shape) if batched else coef
-
-    def check(self, input: torch.Tensor) -> None:
-        _check_planes(self, input, self.n_planes)
-
-    def base_fields(self) -> dict[str, Any]:
-        fields = {"nInputPlane": self.n_planes, "kernel": export_param(self.kernel),
-                  "coef": torch.ones(1, 1, 1)}
-        fields.update({n: to_lua(getattr(self, n)) for n in self.estimators})
+    def base_fields(self, *estimators: str) -> dict[str, Any]:
+        fields = {"nInputPlane": self.n_planes, "kernel": export_param(self.kernel), "coef": torch.ones(1, 1, 1)}
+        fields.update({n: to_lua(getattr(self, n)) for n in estimators})
         return fields
 
 
@@ -205,117 +233,114 @@ def _table_op(typename: str) -> t7.TorchObject:
     return lua_module(typename, gradInput=t7.LuaTable())
 
 
-class LuaSpatialSubtractiveNormalization(_LuaLocalNorm):
-    """nn.SpatialSubtractiveNormalization: input - (local weighted mean / border coefficient)."""
+class LuaSpatialSubtractiveNormalization(_LuaLocalNorm, SpatialSubtractiveNormalization):
+    """nn.SpatialSubtractiveNormalization: input - (local weighted mean / border coefficient).
+
+    Computed by :class:`standalone.legacy.SpatialSubtractiveNormalization`."""
 
     lua_types = ("nn.SpatialSubtractiveNormalization",)
-    estimators = ("meanestimator",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(f.int("nInputPlane", 1), f.tensor("kernel"), **cls.read_estimators(f, convert))
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        self.check(input)
-        local_sums = self.meanestimator(input)
-        adjusted = local_sums / _same_elements(local_sums, self.coef(input))
-        return input - _same_elements(input, adjusted)
-
-    def lua_fields(self) -> dict[str, Any]:
-        return dict(self.base_fields(), subtractor=_table_op("nn.CSubTable"), divider=_table_op("nn.CDivTable"))
-
-
-class LuaSpatialDivisiveNormalization(_LuaLocalNorm):
-    """nn.SpatialDivisiveNormalization: input / threshold(local std / border coefficient), where the
-    threshold module replaces values <= ``threshold`` by ``thresval``."""
-
-    lua_types = ("nn.SpatialDivisiveNormalization",)
-    estimators = ("meanestimator", "stdestimator")
-
-    @classmethod
-    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        m = cls(f.int("nInputPlane", 1), f.tensor("kernel"), **cls.read_estimators(f, convert))
-        threshold = f.num("threshold", 1e-4)
-        m.threshold, m.thresval = threshold, f.num("thresval", threshold)
-        if f.has("thresholder"):
-            m.thresholder = convert(f.get("thresholder"), f"{f.path}.thresholder")
-        else:
-            m.thresholder = LuaThreshold(threshold=m.threshold, val=m.thresval)
+        n = planes_field(f, "nInputPlane", 1)
+        m = cls(n, _sub_module(f, convert, "meanestimator", n))
+        m.keep_kernel(_kernel(f))
         return m
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        self.check(input)
-        local_stds = self.stdestimator(input)
-        adjusted = local_stds / _same_elements(local_stds, self.coef(input))
-        return input / _same_elements(input, self.thresholder(adjusted))
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr(g.use(SpatialSubtractiveNormalization), self.n_planes,
+                         _sub_network(g, self.meanestimator, "meanestimator"))
 
     def lua_fields(self) -> dict[str, Any]:
-        return dict(self.base_fields(), threshold=self.threshold, thresval=self.thresval,
-                    thresholder=to_lua(self.thresholder), normalizer=_table_op("nn.CDivTable"),
+        return dict(self.base_fields("meanestimator"), subtractor=_table_op("nn.CSubTable"),
                     divider=_table_op("nn.CDivTable"))
 
 
-class LuaSpatialContrastiveNormalization(LuaModule, nn.Module):
-    """nn.SpatialContrastiveNormalization: its ``normalizer`` Sequential (subtractive then divisive)."""
+class LuaSpatialDivisiveNormalization(_LuaLocalNorm, SpatialDivisiveNormalization):
+    """nn.SpatialDivisiveNormalization: input / threshold(local std / border coefficient), where the
+    threshold module replaces values <= ``threshold`` by ``thresval``.
 
-    lua_types = ("nn.SpatialContrastiveNormalization",)
+    Computed by :class:`standalone.legacy.SpatialDivisiveNormalization`."""
 
-    def __init__(self, normalizer: nn.Module, n_planes: int, kernel: torch.Tensor, threshold: float, thresval: float):
-        super().__init__()
-        self.normalizer = normalizer
-        self.n_planes, self.threshold, self.thresval = n_planes, threshold, thresval
-        self.register_buffer("kernel", float_param(kernel))
+    lua_types = ("nn.SpatialDivisiveNormalization",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        if not f.has("normalizer"):
-            raise f.error("missing sub-module normalizer (the file looks damaged)")
-        threshold = f.num("threshold", 1e-4)
-        return cls(convert(f.get("normalizer"), f"{f.path}.normalizer"), f.int("nInputPlane", 1),
-                   f.tensor("kernel"), threshold, f.num("thresval", threshold))
+        n = planes_field(f, "nInputPlane", 1)
+        threshold, thresval = _threshold(f)
+        if f.has("thresholder"):
+            thresholder = convert(f.get("thresholder"), f"{f.path}.thresholder")
+        else:
+            thresholder = LuaThreshold(threshold=threshold, val=thresval)
+        m = cls(n, _sub_module(f, convert, "meanestimator", n), _sub_module(f, convert, "stdestimator", n),
+                thresholder)
+        m.threshold, m.thresval = threshold, thresval
+        m.keep_kernel(_kernel(f))
+        return m
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self.normalizer(input)
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr(g.use(SpatialDivisiveNormalization), self.n_planes,
+                         _sub_network(g, self.meanestimator, "meanestimator"),
+                         _sub_network(g, self.stdestimator, "stdestimator"), g.ctor(self.thresholder))
+
+    def lua_fields(self) -> dict[str, Any]:
+        return dict(self.base_fields("meanestimator", "stdestimator"), threshold=self.threshold,
+                    thresval=self.thresval, thresholder=to_lua(self.thresholder), normalizer=_table_op("nn.CDivTable"),
+                    divider=_table_op("nn.CDivTable"))
+
+
+class LuaSpatialContrastiveNormalization(_LuaLocalNorm, SpatialContrastiveNormalization):
+    """nn.SpatialContrastiveNormalization: its ``normalizer`` Sequential (subtractive then divisive).
+
+    Computed by :class:`standalone.legacy.SpatialContrastiveNormalization`."""
+
+    lua_types = ("nn.SpatialContrastiveNormalization",)
+
+    @classmethod
+    def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
+        n = planes_field(f, "nInputPlane", 1)
+        m = cls(_sub_module(f, convert, "normalizer", n))
+        m.n_planes = n
+        m.threshold, m.thresval = _threshold(f)
+        m.keep_kernel(_kernel(f))
+        return m
+
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr(g.use(SpatialContrastiveNormalization), _sub_network(g, self.normalizer, "normalizer"))
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(nInputPlane=self.n_planes, kernel=export_param(self.kernel), threshold=self.threshold,
                     thresval=self.thresval, normalizer=to_lua(self.normalizer))
 
 
-class LuaSpatialNormalization(LuaModule, nn.Module):
+class LuaSpatialNormalization(_PlanesKept, _LegacyModule, SpatialNormalization):
     """nnx's nn.SpatialNormalization (2011-2013 models, e.g. torch/demos' face detector): contrast
     normalisation over all planes with its saved ``convo``/``convostd`` sub-networks (replicate-free zero
     padding + per-plane kernel + sum over planes, normalised by the border coefficient ``convo(ones)``):
     z = x - mean; out = z / threshold(std), where the threshold (and the value below it) is
     ``fixedThres`` or else max(mean of std over the sample, 1e-3). Input planes x H x W (a 2-D input
-    is one plane); a 4-D batch is taken sample by sample (Lua takes one sample)."""
+    is one plane); a 4-D batch is taken sample by sample (Lua takes one sample).
+
+    Computed by :class:`standalone.legacy.SpatialNormalization`."""
 
     lua_types = ("nn.SpatialNormalization",)
 
-    def __init__(self, convo: nn.Module, convostd: nn.Module, n_planes: int, fixed_threshold: float | None):
-        super().__init__()
-        self.convo, self.convostd = _frozen(convo), _frozen(convostd)
-        self.n_planes, self.fixed_threshold = n_planes, fixed_threshold
-
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        missing = [n for n in ("convo", "convostd") if not f.has(n)]
-        if missing:
-            raise f.error(f"missing sub-module(s) {', '.join(missing)} (the file looks damaged)")
         fixed = f.num("fixedThres", 0) or None  # Lua's read() maps a saved 0 to "adaptive"
-        return cls(convert(f.get("convo"), f"{f.path}.convo"), convert(f.get("convostd"), f"{f.path}.convostd"),
-                   f.int("nfeatures", 1), fixed)
+        return cls(planes_field(f, "nfeatures", 1), _sub_module(f, convert, "convo"),
+                   _sub_module(f, convert, "convostd"), fixed)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dim() == 4:
-            return torch.stack([self(x) for x in input])
-        x = input.unsqueeze(0) if input.dim() == 2 else input
-        _check_planes(self, x, self.n_planes)
-        coef = self.convo(x.new_ones((self.n_planes,) + tuple(x.shape[1:])))
-        centred = x - self.convo(x) / coef
-        std = self.convostd(centred.square()).sqrt() / coef
-        thr = self.fixed_threshold if self.fixed_threshold is not None else max(float(std.mean()), 1e-3)
-        return centred / F.threshold(std, thr, thr)
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr(g.use(SpatialNormalization), self.n_planes, _sub_network(g, self.convo, "convo"),
+                         _sub_network(g, self.convostd, "convostd"), fixed_threshold=self.fixed_threshold)
+
+    def lua_expected_input(self) -> str | None:
+        return f"{self.n_planes} x H x W, H x W for one plane, or N x {self.n_planes} x H x W (nfeatures)"
 
     def lua_fields(self) -> dict[str, Any]:
         return {"convo": to_lua(self.convo), "convostd": to_lua(self.convostd), "nfeatures": self.n_planes,
@@ -334,9 +359,10 @@ def _triple(f: Fields, prefix: str, default: Any = None) -> tuple[int, int, int]
     """The ``<prefix>T/H/W`` fields in PyTorch's (T, H, W) order; ``default``: None (required), a number,
     or a function of the axis letter."""
     def one(axis: str) -> int:
+        low = 0 if prefix == "pad" else 1
         if default is None:
-            return f.int(prefix + axis)
-        return f.int(prefix + axis, default(axis) if callable(default) else default)
+            return size_field(f, prefix + axis, min=low)
+        return size_field(f, prefix + axis, default(axis) if callable(default) else default, min=low)
     return tuple(one(axis) for axis in "THW")
 
 
@@ -351,27 +377,38 @@ def _volumetric_str(m: Any, head: str, kernel: tuple, stride: tuple, pad: tuple,
 
 
 class LuaVolumetricConvolution(LuaModule, nn.Conv3d):
-    """nn.VolumetricConvolution (weight nOutputPlane x nInputPlane x kT x kH x kW; ``noBias`` allowed).
-    ``padW`` defaults to ``padT`` and ``padH`` to ``padW``, as in its constructor."""
+    """nn.VolumetricConvolution (weight nOutputPlane x nInputPlane x kT x kH x kW, or its 2-D view;
+    ``noBias`` allowed). ``padW`` defaults to ``padT`` and ``padH`` to ``padW``, as in its constructor."""
 
     lua_types = ("nn.VolumetricConvolution",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        weight = f.tensor("weight")
-        bias = f.tensor("bias", required=False)
-        n_in, n_out = f.int("nInputPlane"), f.int("nOutputPlane")
-        kernel = (f.int("kT"), f.int("kH"), f.int("kW"))
-        pad_t = f.int("padT", 0)
-        pad_w = f.int("padW", pad_t)
-        pad = (pad_t, f.int("padH", pad_w), pad_w)
-        m = _on_cpu(cls, n_in, n_out, kernel, stride=_triple(f, "d", 1), padding=pad, bias=bias is not None)
+        n_in, n_out = planes_field(f, "nInputPlane"), planes_field(f, "nOutputPlane")
+        kernel = _triple(f, "k")
+        pad_t = size_field(f, "padT", 0, min=0)
+        pad_w = size_field(f, "padW", pad_t, min=0)
+        pad = (pad_t, size_field(f, "padH", pad_w, min=0), pad_w)
         shape = (n_out, n_in) + kernel
-        if weight.numel() != torch.Size(shape).numel():
-            raise f.error(f"weight has {tuple(weight.shape)} elements, expected {shape}")
-        _set_param(m, "weight", weight.reshape(shape))
-        _set_param(m, "bias", bias)
-        return m
+        # THNN VolumetricConvolutionMM takes the 5-D weight or its 2-D view (as SpatialConvolutionMM)
+        weight = weight_of(f, [(shape, "nOutputPlane x nInputPlane x kT x kH x kW"),
+                               ((n_out, n_in * kernel[0] * kernel[1] * kernel[2]), "its 2-D view")])
+        bias = bias_of(f, n_out, "nOutputPlane")
+        return _build(cls, n_in, n_out, kernel, stride=_triple(f, "d"), padding=pad, bias=bias is not None,
+                      params={"weight": weight.reshape(shape), "bias": bias})
+
+    def lua_planes(self, planes: int | None) -> int | None:
+        check_planes(self, planes, self.in_channels)
+        return self.out_channels
+
+    def lua_expected_input(self) -> str | None:
+        n = self.in_channels
+        return f"N x {n} x T x H x W or {n} x T x H x W (nInputPlane = {n})"
+
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr("nn.Conv3d", self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+                         padding=self.padding, bias=self.bias is not None)
 
     def lua_fields(self) -> dict[str, Any]:
         (kT, kH, kW), (dT, dH, dW), (pT, pH, pW) = self.kernel_size, self.stride, self.padding
@@ -397,8 +434,11 @@ class _LuaVolumetricPooling(LuaModule, nn.Module):
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
         kernel = _triple(f, "k")
-        stride = _triple(f, "d", lambda axis: f.int("k" + axis))
+        stride = _triple(f, "d")
         return cls(kernel, stride, _triple(f, "pad", 0), f.flag("ceil_mode", False))
+
+    def lua_planes(self, planes: int | None) -> int | None:
+        return planes
 
     def geometry_fields(self) -> dict[str, Any]:
         (kT, kH, kW), (dT, dH, dW) = self.kernel, self.stride
@@ -418,6 +458,8 @@ class LuaVolumetricMaxPooling(_LuaVolumetricPooling):
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
         m = super().from_fields(f, convert)
+        for axis, k, p in zip("THW", m.kernel, m.padding):  # THNN's shape check
+            f.check(p <= k // 2, "pad" + axis, p, f"should be at most half the kernel size k{axis} = {k}")
         if f.typename == "nn.VolumetricDilatedMaxPooling":
             m.dilation = _triple(f, "dilation", 1)
         return m
@@ -425,6 +467,11 @@ class LuaVolumetricMaxPooling(_LuaVolumetricPooling):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.max_pool3d(input, self.kernel, self.stride, self.padding, dilation=self.dilation or 1,
                             ceil_mode=self.ceil_mode)
+
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr("nn.MaxPool3d", self.kernel, stride=self.stride, padding=self.padding,
+                         dilation=self.dilation or 1, ceil_mode=bool(self.ceil_mode))
 
     def lua_fields(self) -> dict[str, Any]:
         (pT, pH, pW) = self.padding
@@ -448,6 +495,10 @@ class LuaVolumetricAveragePooling(_LuaVolumetricPooling):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.avg_pool3d(input, self.kernel, self.stride)
+
+    def python_ctor(self, g: Any) -> str:
+        from .codegen import call_expr
+        return call_expr("nn.AvgPool3d", self.kernel, stride=self.stride)
 
     def lua_fields(self) -> dict[str, Any]:
         return self.geometry_fields()

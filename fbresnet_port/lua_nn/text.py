@@ -3,23 +3,27 @@ parametrised element-wise layers (Add, Mul, CMul), matrix products (MM, MV, Bili
 MixtureTable, the similarity / distance layers (Cosine, Euclidean, CosineDistance, PairwiseDistance,
 DotProduct) and the selection layers (Index, MaskedSelect).
 
-Ports of the torch/nn Lua classes of the same names (and their THNN kernels). Index inputs stay
-1-based, as Lua had them; tables are Python lists. Where Lua's hand-written backward is not the exact
-derivative of its forward (PairwiseDistance, Euclidean: the small constants added against division
-by zero, PairwiseDistance's missing factor for 1 < p < 2), a custom autograd function reproduces it.
+The computation (ports of the torch/nn Lua classes of the same names and their THNN kernels) lives in
+:mod:`fbresnet_port.lua_nn.standalone.text`, which ``convert --format python`` copies into the files it
+writes; the classes here add reading and checking the Lua fields, export, printing and error paths.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import t7
 from ..errors import UserError
-from ._base import ChildConverter, Fields, LuaModule, empty_tensor, export_weights, float_param, long_storage
-from .simple import REQUIRED, SimpleLuaModule
+from ._base import (MISSING, ChildConverter, Fields, LuaModule, check_planes, empty_tensor,
+                    export_weights, float_param, long_storage)
+from .codegen import CodeGen, call_expr
+from .simple import REQUIRED, Reader, SimpleLuaModule, flag, integer, size
+from .standalone.text import (MM, MV, Add, Bilinear, CMul, Cosine, CosineDistance, DotProduct, Euclidean, Index,
+                              LookupTable, MaskedSelect, MixtureTable, Mul, PairwiseDistance, Replicate,
+                              TemporalConvolution, TemporalMaxPooling, TemporalSubSampling, TextInputError,
+                              one_based_index)
 
 
 class LuaInputError(UserError, ValueError):
@@ -31,64 +35,125 @@ def lua_param(t: torch.Tensor | None) -> nn.Parameter | None:
     return None if t is None else nn.Parameter(float_param(t))
 
 
-def _bad_input(module: LuaModule, what: str) -> LuaInputError:
-    return LuaInputError(f"{module.lua_typename}: {what}")
+def lua_where(module: LuaModule) -> str:
+    """``<class> at <path>`` for a converted module, ``<class>`` for one built in Python."""
+    path = module.__dict__.get("_lua_path")
+    return f"{module.lua_typename} at {path}" if path else module.lua_typename
+
+
+def lua_bool(f: Fields, name: str, default: Any) -> Any:
+    """A field that Lua passes to a C ``bool`` argument of a THNN kernel (``sizeAverage``,
+    ``shouldScaleGradByFreq``): true, false, or nil (-> ``default``). Anything else is refused: the FFI
+    refuses strings and tables, and would read a number as C does (0 is false), unlike Lua's ``if``."""
+    value = f.raw.get(name)
+    if value is None:
+        return default
+    f.check(isinstance(value, bool), name, value, "should be true or false (a boolean)")
+    return value
+
+
+def _size(f: Fields, name: str, default: Any = MISSING) -> Any:
+    """A size field (frame size, kernel width, stride): an integer in 1..MAX_DIM_SIZE."""
+    return size()(f, name, default)
+
+
+def positive(what: str) -> Reader:
+    """A finite number > 0 (``what`` it is, for the message)."""
+    def read(f: Fields, name: str, default: Any) -> Any:
+        value = f.num(name, default)
+        if value is not None:
+            f.check(value > 0, name, value, f"should be a positive number ({what})")
+        return value
+    return read
+
+
+def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A bias read by THNN element by element (any shape of the right element count) as a vector."""
+    return None if t is None else t.reshape(-1)
 
 
 def _one_based(module: LuaModule, index: torch.Tensor, size: int, what: str) -> torch.Tensor:
-    """Lua's 1-based ``index`` (any number type, truncated as Lua's copy to a LongTensor) as 0-based
-    int64, checked against ``1..size``."""
-    index = index.long()
-    if index.numel() and (int(index.min()) < 1 or int(index.max()) > size):
-        bad = int(index.min()) if int(index.min()) < 1 else int(index.max())
-        raise _bad_input(module, f"{what} {bad} is outside 1..{size} (Lua indices are 1-based)")
-    return index - 1
+    """:func:`~.standalone.text.one_based_index` raising :class:`LuaInputError` for any converted module
+    (charrnn's OneHot uses it)."""
+    try:
+        return one_based_index(module, index, size, what)
+    except TextInputError as exc:
+        raise LuaInputError(f"{lua_where(module)}: {exc.what}") from None
 
 
-class _ParamModule(LuaModule, nn.Module):
-    """A module with Lua parameters ``weight`` and/or ``bias`` (parameters() lists weight first)."""
+class _LuaText(LuaModule):
+    """The runtime side of the text layers: an input the layer refuses raises :class:`LuaInputError` naming the
+    module's class and path (the standalone layers call ``input_error``)."""
 
-    def __init__(self, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, **attrs: Any):
-        super().__init__()
-        self.weight = lua_param(weight)
-        self.bias = lua_param(bias)
-        for k, v in attrs.items():
-            setattr(self, k, v)
+    def input_error(self, what: str) -> LuaInputError:
+        return LuaInputError(f"{lua_where(self)}: {what}")
+
+
+class _SimpleText(_LuaText, SimpleLuaModule):
+    """A text layer described by its ``lua_params``, built by its standalone class's constructor (which takes
+    the same keywords)."""
+
+    def __init__(self, **values: Any):
+        super(SimpleLuaModule, self).__init__(**values)
+
+
+class _ParamText(_LuaText):
+    """A text layer with Lua parameters ``weight`` and/or ``bias`` (parameters() lists weight first)."""
+
+    def set_lua_params(self, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> nn.Module:
+        """Take the Lua tensors as the parameters (float64 kept, other types float32); returns the module."""
+        if weight is not None:
+            self.weight = lua_param(weight)
+        if bias is not None:
+            self.bias = lua_param(bias)
+        return self
 
     def lua_fields(self) -> dict[str, Any]:
-        return export_weights(weight=self.weight, bias=self.bias)
+        return export_weights(weight=getattr(self, "weight", None), bias=getattr(self, "bias", None))
+
+
+def _size_arg(shape: torch.Size) -> int | tuple[int, ...]:
+    """A parameter's shape as a constructor argument: a number for a vector."""
+    return shape[0] if len(shape) == 1 else tuple(shape)
 
 
 # ----------------------------------------------------------------------------------------------
 # LookupTable and the temporal layers
 # ----------------------------------------------------------------------------------------------
 
-class LuaLookupTable(_ParamModule):
+class LuaLookupTable(_ParamText, LookupTable):
     """nn.LookupTable: rows of ``weight`` (nIndex x nOutput) picked by a 1-D (n) or 2-D (batch x n)
     tensor of 1-based indices. ``paddingValue``: that index still reads its row but its row gets no
     gradient; ``maxNorm``/``normType``: the rows read are first renormalised in place (THNN's
-    LookupTable_renorm); ``shouldScaleGradByFreq``: gradients divided by the index's count in the batch."""
+    LookupTable_renorm); ``shouldScaleGradByFreq``: gradients divided by the index's count in the batch.
+
+    Computed by :class:`~.standalone.text.LookupTable`."""
 
     lua_types = ("nn.LookupTable",)
     lua_version = 4
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        weight = f.tensor("weight")
-        if weight.dim() != 2:
-            raise f.error(f"weight should be 2-D, got {tuple(weight.shape)}")
-        return cls(weight, padding_value=f.int("paddingValue", 0), max_norm=f.num("maxNorm", None),
-                   norm_type=f.num("normType", None), scale_grad_by_freq=f.flag("shouldScaleGradByFreq", False))
+        weight = f.tensor("weight", dim=2)  # nIndex x nOutput
+        # renorm() runs when maxNorm is truthy: nil and false mean none; its value and normType (`or 2`)
+        # are C doubles of THNN's LookupTable_renorm
+        max_norm = None if f.raw.get("maxNorm") is False else f.num("maxNorm", None)
+        norm_type = None if f.raw.get("normType") is False else positive("the p of the p-norm")(f, "normType", None)
+        padding = 0 if f.raw.get("paddingValue") is False else f.int("paddingValue", 0)  # `or 0`
+        return cls(*weight.shape, padding_value=padding, max_norm=max_norm, norm_type=norm_type,
+                   scale_grad_by_freq=lua_bool(f, "shouldScaleGradByFreq", False)).set_lua_params(weight)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dim() not in (1, 2):
-            raise _bad_input(self, f"input must be a vector or matrix of indices, got {tuple(input.shape)}")
-        n = self.weight.shape[0]
-        index = _one_based(self, input, n, "index")
-        pad = int(self.padding_value) - 1
-        return F.embedding(index, self.weight, padding_idx=pad if 0 <= pad < n else None,
-                           max_norm=None if self.max_norm is None else float(self.max_norm),
-                           norm_type=float(self.norm_type or 2), scale_grad_by_freq=bool(self.scale_grad_by_freq))
+    def lua_expected_input(self) -> str:
+        return f"a vector or a batch x n matrix of indices in 1..{self.weight.shape[0]} (nIndex)"
+
+    def lua_planes(self, planes: int | None) -> int | None:
+        # the features of its frames (n x nOutput, or batch x n x nOutput): what a temporal layer after it takes
+        return self.weight.shape[1]
+
+    def python_ctor(self, g: CodeGen) -> str:
+        options = {k: v for k, v in (("max_norm", self.max_norm), ("norm_type", self.norm_type),
+                                     ("scale_grad_by_freq", bool(self.scale_grad_by_freq) or None)) if v is not None}
+        return call_expr(g.use(LookupTable), *self.weight.shape, padding_value=self.padding_value, **options)
 
     def lua_fields(self) -> dict[str, Any]:
         fields = dict(super().lua_fields(), paddingValue=self.padding_value,
@@ -101,75 +166,81 @@ class LuaLookupTable(_ParamModule):
         return fields
 
 
-def _check_frames(module: LuaModule, input: torch.Tensor, frame_size: int | None, kW: int) -> None:
-    """A (time x features) or (batch x time x features) input with at least ``kW`` frames."""
-    if input.dim() not in (2, 3):
-        raise _bad_input(module, f"expected a 2-D (time x features) or 3-D (batch) input, got {tuple(input.shape)}")
-    if frame_size is not None and input.shape[-1] != frame_size:
-        raise _bad_input(module, f"input frame size is {input.shape[-1]}, expected {frame_size}")
-    if input.shape[-2] < kW:
-        raise _bad_input(module, f"input sequence ({input.shape[-2]} frames) is shorter than the kernel ({kW})")
-
-
-def _frames(module: LuaModule, input: torch.Tensor, frame_size: int | None, kW: int, dW: int) -> torch.Tensor:
-    """The windows of kW frames every dW frames: (..., nOutputFrame, kW, features)."""
-    _check_frames(module, input, frame_size, kW)
-    return input.unfold(-2, kW, dW).transpose(-1, -2)
-
-
-class LuaTemporalConvolution(_ParamModule):
+class LuaTemporalConvolution(_ParamText, TemporalConvolution):
     """nn.TemporalConvolution: output frame t = bias + weight @ (frames t*dW .. t*dW+kW-1 concatenated);
-    weight is outputFrameSize x (kW * inputFrameSize)."""
+    weight is outputFrameSize x (kW * inputFrameSize).
+
+    Computed by :class:`~.standalone.text.TemporalConvolution`."""
 
     lua_types = ("nn.TemporalConvolution",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        n_in, n_out, kW = f.int("inputFrameSize"), f.int("outputFrameSize"), f.int("kW")
-        weight = f.tensor("weight")
-        if weight.numel() != n_out * kW * n_in:
-            raise f.error(f"weight has {tuple(weight.shape)} elements, expected {n_out} x {kW * n_in}")
-        return cls(weight.reshape(n_out, kW * n_in), f.tensor("bias", required=False), n_in=n_in, n_out=n_out,
-                   kW=kW, dW=f.int("dW", 1))
+        n_in, n_out = _size(f, "inputFrameSize"), _size(f, "outputFrameSize")
+        kW, dW = _size(f, "kW"), _size(f, "dW", 1)
+        # THNN: addmm with weight:t(), so exactly outputFrameSize x (kW * inputFrameSize); the bias is
+        # copied into every output frame (any shape of outputFrameSize elements); Lua has no bias-less variant
+        weight = f.tensor("weight", shape=(n_out, kW * n_in))
+        bias = f.tensor("bias", numel=n_out)
+        return cls(n_in, n_out, kW, dW).set_lua_params(weight, _flat(bias))
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        windows = _frames(self, input, self.n_in, self.kW, self.dW)
-        return F.linear(windows.flatten(-2), self.weight, self.bias)
+    def lua_expected_input(self) -> str:
+        return (f"T x {self.n_in} or N x T x {self.n_in} (inputFrameSize = {self.n_in}), "
+                f"T >= {self.kW} (kW)")
+
+    def lua_planes(self, planes: int | None) -> int | None:
+        # frames of features (the last dimension): inputFrameSize in, outputFrameSize out
+        check_planes(self, planes, self.n_in, "inputFrameSize")
+        return self.n_out
+
+    def python_ctor(self, g: CodeGen) -> str:
+        return call_expr(g.use(TemporalConvolution), self.n_in, self.n_out, self.kW, dW=self.dW)
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), inputFrameSize=self.n_in, outputFrameSize=self.n_out, kW=self.kW,
                     dW=self.dW)
 
 
-class LuaTemporalSubSampling(_ParamModule):
-    """nn.TemporalSubSampling: per feature, weight * (sum of kW frames) + bias."""
+class LuaTemporalSubSampling(_ParamText, TemporalSubSampling):
+    """nn.TemporalSubSampling: per feature, weight * (sum of kW frames) + bias.
+
+    Computed by :class:`~.standalone.text.TemporalSubSampling`."""
 
     lua_types = ("nn.TemporalSubSampling",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        weight = f.tensor("weight")
-        return cls(weight, f.tensor("bias"), n_in=f.int("inputFrameSize", weight.numel()), kW=f.int("kW"),
-                   dW=f.int("dW", 1))
+        n_in, kW, dW = _size(f, "inputFrameSize"), _size(f, "kW"), _size(f, "dW", 1)
+        # THNN multiplies and adds them frame by frame, element by element: inputFrameSize elements each
+        weight, bias = f.tensor("weight", numel=n_in), f.tensor("bias", numel=n_in)
+        return cls(n_in, kW, dW).set_lua_params(_flat(weight), _flat(bias))
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return _frames(self, input, self.n_in, self.kW, self.dW).sum(-2) * self.weight + self.bias
+    def lua_expected_input(self) -> str:
+        return f"T x {self.n_in} (inputFrameSize = {self.n_in}), T >= {self.kW} (kW)"
+
+    def lua_planes(self, planes: int | None) -> int | None:
+        check_planes(self, planes, self.n_in, "inputFrameSize")
+        return self.n_in
+
+    def python_ctor(self, g: CodeGen) -> str:
+        return call_expr(g.use(TemporalSubSampling), self.n_in, self.kW, dW=self.dW)
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), inputFrameSize=self.n_in, kW=self.kW, dW=self.dW)
 
 
-class LuaTemporalMaxPooling(SimpleLuaModule):
-    """nn.TemporalMaxPooling(kW, dW = kW): max over each window of frames, per feature."""
+class LuaTemporalMaxPooling(_SimpleText, TemporalMaxPooling):
+    """nn.TemporalMaxPooling(kW, dW = kW): max over each window of frames, per feature.
+
+    Computed by :class:`~.standalone.text.TemporalMaxPooling`."""
 
     lua_types = ("nn.TemporalMaxPooling",)
     lua_params = (("kW", REQUIRED), ("dW", None))
+    lua_checks = {"kW": size(), "dW": size()}
+    lua_keeps_planes = True  # the features of the frames
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        kW = int(self.kW)
-        _check_frames(self, input, None, kW)
-        # max_pool1d: the gradient goes to the first maximum of a window, as in THNN
-        return F.max_pool1d(input.transpose(-1, -2), kW, int(self.dW or kW)).transpose(-1, -2)
+    def lua_expected_input(self) -> str:
+        return f"T x features or N x T x features, T >= {self.kW} (kW)"
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), indices=empty_tensor(torch.int64))
@@ -179,23 +250,31 @@ class LuaTemporalMaxPooling(SimpleLuaModule):
 # Add, Mul, CMul
 # ----------------------------------------------------------------------------------------------
 
-class LuaAdd(_ParamModule):
-    """nn.Add(inputSize, scalar): adds ``bias`` (one value when ``scalar``; else per element of a sample)."""
+class LuaAdd(_ParamText, Add):
+    """nn.Add(inputSize, scalar): adds ``bias`` (one value when ``scalar``; else per element of a sample).
+
+    Computed by :class:`~.standalone.text.Add`."""
 
     lua_types = ("nn.Add",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(bias=f.tensor("bias"), scalar=f.flag("scalar", False))
+        scalar = f.flag("scalar", False)
+        # scalar: Lua adds the number bias[1], which only a vector gives
+        bias = f.tensor("bias", dim=1 if scalar else None)
+        return cls(tuple(bias.shape), scalar=scalar).set_lua_params(bias=bias)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        b = self.bias
+    def lua_planes(self, planes: int | None) -> int | None:
+        return planes
+
+    def lua_expected_input(self) -> str | None:
         if self.scalar:
-            return input + b[0]
-        if input.shape == b.shape:
-            return input + b
-        n = input.shape[0]
-        return (input.reshape(n, -1) + b.reshape(1, -1)).reshape(input.shape)
+            return None
+        size = "x".join(map(str, self.bias.shape))
+        return f"a tensor of size {size} (the bias) or a batch of them ({self.bias.numel()} elements per sample)"
+
+    def python_ctor(self, g: CodeGen) -> str:
+        return call_expr(g.use(Add), _size_arg(self.bias.shape), **({"scalar": True} if self.scalar else {}))
 
     def lua_fields(self) -> dict[str, Any]:
         fields = dict(super().lua_fields(), _ones=torch.ones(1))
@@ -204,37 +283,50 @@ class LuaAdd(_ParamModule):
         return fields
 
 
-class LuaMul(_ParamModule):
-    """nn.Mul: input times the single ``weight``."""
+class LuaMul(_ParamText, Mul):
+    """nn.Mul: input times the single ``weight``.
+
+    Computed by :class:`~.standalone.text.Mul`."""
 
     lua_types = ("nn.Mul",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(f.tensor("weight").reshape(1))
+        weight = f.tensor("weight", dim=1)  # Lua multiplies by the number weight[1]
+        return cls(weight.shape[0]).set_lua_params(weight)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return input * self.weight[0]
+    def lua_planes(self, planes: int | None) -> int | None:
+        return planes
+
+    def python_ctor(self, g: CodeGen) -> str:
+        n = self.weight.shape[0]
+        return call_expr(g.use(Mul), *([n] if n != 1 else []))
 
 
-class LuaCMul(_ParamModule):
+class LuaCMul(_ParamText, CMul):
     """nn.CMul(size): element-wise product with ``weight`` - element by element when the sizes match in
-    number, expanded when it has the input's dimensions, else per sample of a batch."""
+    number, expanded when it has the input's dimensions, else per sample of a batch.
+
+    Computed by :class:`~.standalone.text.CMul`."""
 
     lua_types = ("nn.CMul",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(f.tensor("weight"))
+        # only the weight is read (``size`` is the constructor's argument, never used again)
+        weight = f.tensor("weight")
+        return cls(tuple(weight.shape)).set_lua_params(weight)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        if input.numel() == w.numel():
-            return input * w.reshape(input.shape)
-        if w.dim() == input.dim():
-            return input * w.expand_as(input)
-        n = input.shape[0]
-        return (input.reshape(n, -1) * w.reshape(1, -1)).reshape(input.shape)
+    def lua_planes(self, planes: int | None) -> int | None:
+        return planes
+
+    def lua_expected_input(self) -> str:
+        size = "x".join(map(str, self.weight.shape))
+        return (f"{self.weight.numel()} elements, a tensor expandable from {size} (the weight), or a batch of "
+                f"{self.weight.numel()} elements per sample")
+
+    def python_ctor(self, g: CodeGen) -> str:
+        return call_expr(g.use(CMul), _size_arg(self.weight.shape))
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), size=long_storage(self.weight.shape))
@@ -249,76 +341,56 @@ def _pair_grad_input() -> t7.LuaList:
     return t7.LuaList([empty_tensor(), empty_tensor()])
 
 
-def _pair(module: LuaModule, input: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(input, (list, tuple)) or len(input) != 2:
-        raise _bad_input(module, "input must be a table (list) of two tensors")
-    return input[0], input[1]
-
-
-class _PairModule(SimpleLuaModule):
+class _PairText(_SimpleText):
     """Modules taking a table of two tensors."""
 
     lua_table_grad_input = True
-
-    def pair(self, input: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return _pair(self, input)
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), gradInput=_pair_grad_input())
 
 
-class LuaMM(_PairModule):
-    """nn.MM(transA, transB): {A, B} -> A @ B for 2-D matrices or batches (3-D) of them."""
+class LuaMM(_PairText, MM):
+    """nn.MM(transA, transB): {A, B} -> A @ B for 2-D matrices or batches (3-D) of them.
+
+    Computed by :class:`~.standalone.text.MM`."""
 
     lua_types = ("nn.MM",)
-    lua_params = (("transA", False), ("transB", False))
-
-    def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        a, b = self.pair(input)
-        if a.dim() not in (2, 3) or b.dim() != a.dim():
-            raise _bad_input(self, f"expected two 2-D or two 3-D tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
-        if self.transA:
-            a = a.transpose(-1, -2)
-        if self.transB:
-            b = b.transpose(-1, -2)
-        return a.mm(b) if a.dim() == 2 else a.bmm(b)
+    lua_params = (("transA", False), ("transB", False))  # Lua: `if self.transA` (truth values)
 
 
-class LuaMV(_PairModule):
-    """nn.MV(trans): {M, v} -> M @ v (2-D M, 1-D v) or batched (3-D M, 2-D v)."""
+class LuaMV(_PairText, MV):
+    """nn.MV(trans): {M, v} -> M @ v (2-D M, 1-D v) or batched (3-D M, 2-D v).
+
+    Computed by :class:`~.standalone.text.MV`."""
 
     lua_types = ("nn.MV",)
-    lua_params = (("trans", False),)
-
-    def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        m, v = self.pair(input)
-        if (m.dim(), v.dim()) not in ((2, 1), (3, 2)):
-            raise _bad_input(self, f"expected (2-D, 1-D) or batched (3-D, 2-D) tensors, got {tuple(m.shape)} "
-                                   f"and {tuple(v.shape)}")
-        if self.trans:
-            m = m.transpose(-1, -2)
-        return m.mv(v) if m.dim() == 2 else m.bmm(v.unsqueeze(2)).squeeze(2)
+    lua_params = (("trans", False),)  # Lua: `if self.trans` (a truth value)
 
 
-class LuaBilinear(_ParamModule):
-    """nn.Bilinear: {x1, x2} (batch x in1, batch x in2) -> x1 W[k] x2 + b[k] for each output k."""
+class LuaBilinear(_ParamText, Bilinear):
+    """nn.Bilinear: {x1, x2} (batch x in1, batch x in2) -> x1 W[k] x2 + b[k] for each output k.
+
+    Computed by :class:`~.standalone.text.Bilinear`."""
 
     lua_types = ("nn.Bilinear",)
     lua_table_grad_input = True
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        weight = f.tensor("weight")
-        if weight.dim() != 3:
-            raise f.error(f"weight should be 3-D (out x in1 x in2), got {tuple(weight.shape)}")
-        return cls(weight, f.tensor("bias", required=False))
+        weight = f.tensor("weight", dim=3)  # outputSize x inputSize1 x inputSize2
+        # nil: no bias; else added as a 1 x outputSize row (and its gradient summed into it)
+        bias = f.tensor("bias", required=False, numel=weight.shape[0])
+        out, in1, in2 = weight.shape
+        return cls(in1, in2, out, bias=bias is not None).set_lua_params(weight, _flat(bias))
 
-    def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        x1, x2 = _pair(self, input)
-        if x1.dim() != 2 or x2.dim() != 2:
-            raise _bad_input(self, f"inputs should be 2-D (batch x features), got {tuple(x1.shape)} and "
-                                   f"{tuple(x2.shape)}")
-        return F.bilinear(x1, x2, self.weight, self.bias)
+    def lua_expected_input(self) -> str:
+        out, in1, in2 = self.weight.shape
+        return f"{{N x {in1}, N x {in2}}} (weight {out}x{in1}x{in2})"
+
+    def python_ctor(self, g: CodeGen) -> str:
+        out, in1, in2 = self.weight.shape
+        return call_expr(g.use(Bilinear), in1, in2, out, **({} if self.bias is not None else {"bias": False}))
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), gradInput=_pair_grad_input())
@@ -328,53 +400,29 @@ class LuaBilinear(_ParamModule):
         return f"{self.lua_typename}({in1}x{in2} -> {out}) {' without bias' if self.bias is None else ''}"
 
 
-class LuaReplicate(SimpleLuaModule):
+class LuaReplicate(_SimpleText, Replicate):
     """nn.Replicate(nf, dim, ndim): a new dimension of size ``nf`` at ``dim`` (one further for an input
-    with more than ``ndim`` dimensions), by expansion."""
+    with more than ``ndim`` dimensions), by expansion.
+
+    Computed by :class:`~.standalone.text.Replicate`."""
 
     lua_types = ("nn.Replicate",)
     lua_params = (("nfeatures", REQUIRED), ("dim", 1), ("ndim", None))
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        rdim = int(self.dim) + (1 if self.ndim is not None and input.dim() > int(self.ndim) else 0)
-        if not 1 <= rdim <= input.dim() + 1:
-            raise _bad_input(self, f"cannot replicate along dimension {rdim} of a {input.dim()}-D input")
-        out = input.unsqueeze(rdim - 1)
-        shape = list(out.shape)
-        shape[rdim - 1] = int(self.nfeatures)
-        return out.expand(shape)
+    # dim: `self.dim or 1`, > 0; ndim: nil or compared with the input's number of dimensions
+    lua_checks = {"nfeatures": size(), "dim": size(), "ndim": integer(0)}
 
 
-class LuaMixtureTable(SimpleLuaModule):
+class LuaMixtureTable(_SimpleText, MixtureTable):
     """nn.MixtureTable(dim): {gater, experts} -> sum_i gater[:, i] * expert_i; experts a list of tensors
-    or one tensor with the experts along ``dim`` (default 2, or 1 for a 1-D gater)."""
+    or one tensor with the experts along ``dim`` (default 2, or 1 for a 1-D gater).
+
+    Computed by :class:`~.standalone.text.MixtureTable`."""
 
     lua_types = ("nn.MixtureTable",)
     lua_params = (("dim", None), ("table", None))
+    # dim: nil until the first forward fixes it; table: set (true) once experts came as a table
+    lua_checks = {"dim": size(), "table": flag}
     lua_table_grad_input = True
-
-    def forward(self, input: list[Any]) -> torch.Tensor:
-        gater, experts = input
-        batched = gater.dim() >= 2
-        if self.dim is None:
-            self.dim = 2 if batched else 1  # Lua fixes it at the first forward
-        dim = int(self.dim) - 1
-        n = gater.shape[1 if batched else 0]
-        as_table = isinstance(experts, (list, tuple))
-        first = experts[0] if as_table else experts
-        size = [1] * (first.dim() + (1 if as_table else 0))
-        if batched:
-            size[0] = gater.shape[0]
-        size[dim] = n
-        gates = gater.reshape(size)
-        if not as_table:
-            return (gates.expand_as(experts) * experts).sum(dim)
-        if len(experts) != n:
-            raise _bad_input(self, f"the gater has {n} outputs for {len(experts)} experts (should be one per expert)")
-        out = experts[0] * gates.select(dim, 0).expand_as(experts[0])
-        for i in range(1, n):
-            out = out + experts[i] * gates.select(dim, i).expand_as(experts[i])
-        return out
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), size=long_storage([]), size2=long_storage([]), batchSize=0,
@@ -385,126 +433,82 @@ class LuaMixtureTable(SimpleLuaModule):
 # Similarity and distance layers
 # ----------------------------------------------------------------------------------------------
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """A 1-D vector as one row (Lua's ``view(1, -1)``)."""
-    return x.reshape(1, -1) if x.dim() == 1 else x
-
-
-class LuaCosine(_ParamModule):
+class LuaCosine(_ParamText, Cosine):
     """nn.Cosine(inputSize, outputSize): cosine of the input with each row of ``weight`` (outputSize x
-    inputSize); both norms get + 1e-12."""
+    inputSize); both norms get + 1e-12.
+
+    Computed by :class:`~.standalone.text.Cosine`."""
 
     lua_types = ("nn.Cosine",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(f.tensor("weight"))
+        weight = f.tensor("weight", dim=2)  # outputSize x inputSize
+        return cls(weight.shape[1], weight.shape[0]).set_lua_params(weight)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dim() not in (1, 2):
-            raise _bad_input(self, f"input must be a vector or matrix, got {tuple(input.shape)}")
-        w_norm = self.weight.norm(2, 1) + 1e-12
-        x = _rows(input)
-        out = x.matmul(self.weight.t()) / w_norm / (x.norm(2, 1, keepdim=True) + 1e-12)
-        return out.reshape(-1) if input.dim() == 1 else out
+    def lua_planes(self, planes: int | None) -> int | None:
+        check_planes(self, planes, self.weight.shape[1], "inputSize, weight:size(2)")
+        return self.weight.shape[0]
 
+    def lua_expected_input(self) -> str:
+        return f"{self.weight.shape[1]} or N x {self.weight.shape[1]} (inputSize)"
 
-class _EuclideanFn(torch.autograd.Function):
-    """||x - w_j|| for the columns w_j; backward as Lua's: (x - w_j) * gradOutput_j / (y_j + 1e-7)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        diff = x.unsqueeze(-1) - w
-        y = diff.norm(2, -2)
-        ctx.save_for_backward(diff, y)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        diff, y = ctx.saved_tensors
-        scaled = diff * (grad / (y + 1e-7)).unsqueeze(-2)
-        grad_w = scaled if scaled.dim() == 2 else scaled.sum(0)
-        return scaled.sum(-1), -grad_w
+    def python_ctor(self, g: CodeGen) -> str:
+        return call_expr(g.use(Cosine), self.weight.shape[1], self.weight.shape[0])
 
 
-class LuaEuclidean(_ParamModule):
+class LuaEuclidean(_ParamText, Euclidean):
     """nn.Euclidean(inputSize, outputSize): distances of the input to the columns of ``weight``
-    (inputSize x outputSize)."""
+    (inputSize x outputSize).
+
+    Computed by :class:`~.standalone.text.Euclidean`."""
 
     lua_types = ("nn.Euclidean",)
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
-        return cls(f.tensor("weight"))
+        weight = f.tensor("weight", dim=2)  # inputSize x outputSize
+        return cls(*weight.shape).set_lua_params(weight)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dim() not in (1, 2):
-            raise _bad_input(self, f"input must be 1-D or 2-D, got {tuple(input.shape)}")
-        return _EuclideanFn.apply(input, self.weight)
+    def lua_planes(self, planes: int | None) -> int | None:
+        check_planes(self, planes, self.weight.shape[0], "inputSize, weight:size(1)")
+        return self.weight.shape[1]
+
+    def lua_expected_input(self) -> str:
+        return f"{self.weight.shape[0]} or N x {self.weight.shape[0]} (inputSize)"
+
+    def python_ctor(self, g: CodeGen) -> str:
+        return call_expr(g.use(Euclidean), *self.weight.shape)
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(super().lua_fields(), fastBackward=True)
 
 
-class LuaCosineDistance(_PairModule):
+class LuaCosineDistance(_PairText, CosineDistance):
     """nn.CosineDistance: {x1, x2} -> cosine similarity per row (squared norms + 1e-12); a pair of
-    vectors gives a 1-element output."""
+    vectors gives a 1-element output.
+
+    Computed by :class:`~.standalone.text.CosineDistance`."""
 
     lua_types = ("nn.CosineDistance",)
 
-    def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        x1, x2 = (_rows(x) for x in self.pair(input))
-        w = ((x1 * x1).sum(1) + 1e-12).reciprocal() * ((x2 * x2).sum(1) + 1e-12).reciprocal()
-        return (x1 * x2).sum(1) * w.sqrt()
 
+class LuaDotProduct(_PairText, DotProduct):
+    """nn.DotProduct: {x1, x2} -> dot product per row (a pair of vectors gives a 1-element output).
 
-class LuaDotProduct(_PairModule):
-    """nn.DotProduct: {x1, x2} -> dot product per row (a pair of vectors gives a 1-element output)."""
+    Computed by :class:`~.standalone.text.DotProduct`."""
 
     lua_types = ("nn.DotProduct",)
 
-    def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        x1, x2 = (_rows(x) for x in self.pair(input))
-        return (x1 * x2).sum(1)
 
+class LuaPairwiseDistance(_PairText, PairwiseDistance):
+    """nn.PairwiseDistance(p): {x1, x2} -> p-norm of x1 - x2 per row (vectors give a 1-element output).
 
-class _PairwiseDistanceFn(torch.autograd.Function):
-    """sum(|x1 - x2|^p)^(1/p) per row, with Lua's backward: d = x1 - x2; sign(d) for p = 1 (Lua picks a
-    random sign at 0, here 0), else d * |d|^(p-2) (that factor only for p > 2) / (out + 1e-6)^(p-1)."""
-
-    @staticmethod
-    def forward(ctx: Any, x1: torch.Tensor, x2: torch.Tensor, p: float) -> torch.Tensor:
-        diff = x1 - x2
-        out = diff.abs().pow(p).sum(-1).pow(1.0 / p)
-        ctx.p = p
-        ctx.save_for_backward(diff, out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        diff, out = ctx.saved_tensors
-        p = ctx.p
-        if p == 1:
-            g = diff.sign()
-        else:
-            g = diff * diff.abs().pow(p - 2) if p > 2 else diff
-            g = g * (out + 1e-6).pow(-(p - 1)).unsqueeze(-1)
-        g = g * grad.unsqueeze(-1)
-        return g, -g, None
-
-
-class LuaPairwiseDistance(_PairModule):
-    """nn.PairwiseDistance(p): {x1, x2} -> p-norm of x1 - x2 per row (vectors give a 1-element output)."""
+    Computed by :class:`~.standalone.text.PairwiseDistance`."""
 
     lua_types = ("nn.PairwiseDistance",)
     lua_params = (("norm", 2),)
-
-    def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        x1, x2 = self.pair(input)
-        if x1.dim() not in (1, 2):
-            raise _bad_input(self, f"input must be vectors or matrices, got {tuple(x1.shape)}")
-        out = _PairwiseDistanceFn.apply(x1, x2, float(self.norm))
-        return out.reshape(1) if x1.dim() == 1 else out
+    lua_checks = {"norm": positive("the p of the p-norm")}
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(SimpleLuaModule.lua_fields(self), gradInput=t7.LuaTable(), diff=empty_tensor())
@@ -514,31 +518,23 @@ class LuaPairwiseDistance(_PairModule):
 # Selection
 # ----------------------------------------------------------------------------------------------
 
-class LuaIndex(_PairModule):
-    """nn.Index(dimension): {t, index} -> t:index(dimension, index) with a 1-based LongTensor index."""
+class LuaIndex(_PairText, Index):
+    """nn.Index(dimension): {t, index} -> t:index(dimension, index) with a 1-based LongTensor index.
+
+    Computed by :class:`~.standalone.text.Index`."""
 
     lua_types = ("nn.Index",)
     lua_params = (("dimension", REQUIRED),)
-
-    def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        t, index = self.pair(input)
-        dim = int(self.dimension) - 1
-        if not 0 <= dim < t.dim():
-            raise _bad_input(self, f"dimension {self.dimension} is outside the {t.dim()}-D input")
-        return t.index_select(dim, _one_based(self, index, t.shape[dim], "index").reshape(-1))
+    lua_checks = {"dimension": size()}  # Lua's index(t, dimension, index): 1..t:dim()
 
 
-class LuaMaskedSelect(_PairModule):
+class LuaMaskedSelect(_PairText, MaskedSelect):
     """nn.MaskedSelect: {t, mask} -> the elements of t where mask is 1, as a 1-D tensor in row-major
-    order (the mask may have another shape with as many elements, as in TH)."""
+    order (the mask may have another shape with as many elements, as in TH).
+
+    Computed by :class:`~.standalone.text.MaskedSelect`."""
 
     lua_types = ("nn.MaskedSelect",)
-
-    def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
-        t, mask = self.pair(input)
-        if mask.numel() != t.numel():
-            raise _bad_input(self, f"mask has {mask.numel()} elements, the input {t.numel()}")
-        return t.masked_select(mask.reshape(t.shape) != 0)
 
     def lua_fields(self) -> dict[str, Any]:
         return dict(gradInput=t7.LuaTable(), _maskIndices=empty_tensor(torch.int64),
