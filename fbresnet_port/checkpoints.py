@@ -259,7 +259,7 @@ def restore_rng(checkpoint: Mapping[str, Any] | None, loaders: Mapping[str, Any]
     reason = None
     if saved != world:
         reason = f"the interrupted run had {saved} process(es) and this one has {world}"
-    elif own is None:
+    elif world > 1 and not ranks:
         reason = "the checkpoint holds rank 0's streams only (written by an older version)"
     if own is not None:
         torch.set_rng_state(torch.as_tensor(own["torch"], dtype=torch.uint8).clone())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+import re
 from typing import Sequence
 
 import torch
@@ -23,7 +24,7 @@ from .errors import UserError
 __all__ = [
     "init_from_env", "is_distributed", "rank", "world_size", "is_main_process", "shard_slice",
     "all_reduce_sum", "broadcast", "all_gather_objects", "barrier", "cleanup", "finish",
-    "wrap_model", "restart_count", "max_restarts", "peer_lost", "PeerFailed",
+    "wrap_model", "restart_count", "max_restarts", "peer_lost", "short_error", "PeerFailed",
 ]
 
 SETUP_TIMEOUT_ENV = "FBRESNET_DIST_SETUP_TIMEOUT"
@@ -99,7 +100,7 @@ def init_from_env(device_type: str, timeout_s: float = 1800.0,
                                     store=store, rank=r, world_size=w, timeout=setup)
         except (RuntimeError, ValueError) as e:  # DistStoreError, DistNetworkError, gloo's errors
             where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-            detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            detail = short_error(e)
             raise UserError(f"rank {os.environ.get('RANK', '?')} could not join the {world} processes "
                             f"of the job at {where} within {setup_timeout_s:g} s ({detail}); check "
                             f"that every process started, or raise ${SETUP_TIMEOUT_ENV}") from None
@@ -177,6 +178,12 @@ def all_gather_objects(obj: object) -> list[object]:
     out: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def short_error(err: BaseException) -> str:
+    """The first sentence of a torch.distributed error, without gloo's ``[file.cc:line]`` prefix."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line).split(". ")[0][:200]
 
 
 def peer_lost(err: BaseException) -> bool:

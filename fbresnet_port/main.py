@@ -107,7 +107,7 @@ def lock_save_folder(opt) -> None:
     error = None
     if distributed.is_main_process():
         try:
-            runlock.SaveLock.acquire(opt.save)
+            runlock.SaveLock.acquire(opt.save, quiet_takeover=distributed.restart_count() > 0)
         except UserError as e:
             error = e
     refused = distributed.all_reduce_sum([1.0 if error else 0.0])[0]
@@ -199,9 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         if not distributed.peer_lost(e):
             raise
-        detail = (str(e).strip().splitlines() or [""])[0][:160]
         print(f"error: rank {distributed.rank()}: another process of the job died or was killed "
-              f"({detail}); stopping this one too", file=sys.stderr)
+              f"({distributed.short_error(e)}); stopping this one too", file=sys.stderr)
         code = 1
     finally:
         joined = joined or distributed.is_distributed()

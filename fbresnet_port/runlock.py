@@ -6,7 +6,8 @@ folder gets one ``error:`` line naming the folder and that process, instead of t
 overwriting each other's ``latest.t7`` (for example the workers that go on after their ``torchrun``
 agent was killed, and the user's restart of the job). The operating system drops the lock when its
 process ends however it ends, so a lock left by a killed run is simply taken over, with a
-``note:`` line naming the dead process. A clean exit removes the file.
+``note:`` line naming the dead process (none after a torchrun restart, which takes over the lock
+of its own killed attempt). A clean exit removes the file.
 
 ``flock`` works between processes of one machine and, on Linux, on NFS (as POSIX locks); other
 network file systems may not enforce it.
@@ -44,15 +45,16 @@ class SaveLock:
         self._fd: int | None = None
 
     @classmethod
-    def acquire(cls, folder: str | os.PathLike) -> "SaveLock":
+    def acquire(cls, folder: str | os.PathLike, quiet_takeover: bool = False) -> "SaveLock":
         """Take the lock of ``folder`` (created if missing); :class:`UserError` if a live process
-        holds it. Released by :meth:`release`, :func:`release_all` or the end of the process."""
+        holds it. Released by :meth:`release`, :func:`release_all` or the end of the process.
+        ``quiet_takeover``: no note for a stale lock (a torchrun restart takes its own job's)."""
         lock = cls(folder)
-        lock._take()
+        lock._take(quiet_takeover)
         _held.append(lock)
         return lock
 
-    def _take(self) -> None:
+    def _take(self, quiet_takeover: bool) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -72,7 +74,7 @@ class SaveLock:
                 break
             os.close(fd)
         previous = _owner_text(fd)
-        if previous:
+        if previous and not quiet_takeover:
             note(f"-save {self.folder}: taking over the lock left by {previous}, which ended without "
                  f"releasing it")
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
