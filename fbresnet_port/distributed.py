@@ -6,6 +6,11 @@ sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; ``-batchSize`` stays the global bat
 takes the slice :func:`shard_slice` gives it of each global batch (the same ranges as
 DataParallelTable's ``sliceRange``). Every function is a no-op (or the identity) when the process is
 not part of a distributed job, so single-process code paths are unchanged.
+
+Faults (see docs/training.md, "Faults and restarts"): :func:`init_from_env` makes ``torchrun
+--max-restarts`` restarts join reliably and fail fast; :func:`peer_lost` recognises a collective
+broken by a dead rank (``main`` prints one line for it); :func:`finish` ends a good run on every
+rank together.
 """
 from __future__ import annotations
 
@@ -80,9 +85,11 @@ def init_from_env(device_type: str, timeout_s: float = 1800.0,
     Restarts (``torchrun --max-restarts``): torchrun keeps its rendezvous store across restarts
     and hands it to the workers without a per-attempt key prefix (pytorch#135712), so new workers
     would read the dead workers' addresses (``Connection refused``, or a hang). The keys of this
-    job go under ``fbresnet/restart<TORCHELASTIC_RESTART_COUNT>/`` instead. Joining must succeed
-    within ``setup_timeout_s`` (default :data:`SETUP_TIMEOUT_S`, ``$FBRESNET_DIST_SETUP_TIMEOUT``),
-    else a :class:`UserError` names the rendezvous; collectives then get ``timeout_s``.
+    job go under ``fbresnet/restart<TORCHELASTIC_RESTART_COUNT>/`` in that store instead (not
+    when torchrun gives each attempt a fresh store: ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``).
+    Joining must succeed within ``setup_timeout_s`` (default :data:`SETUP_TIMEOUT_S`,
+    ``$FBRESNET_DIST_SETUP_TIMEOUT``), else a :class:`UserError` names the rendezvous; the
+    collectives after it get ``timeout_s``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -95,7 +102,8 @@ def init_from_env(device_type: str, timeout_s: float = 1800.0,
         setup = datetime.timedelta(seconds=setup_timeout_s)
         try:
             store, r, w = next(dist.rendezvous("env://", timeout=setup))
-            store = dist.PrefixStore(f"fbresnet/restart{restart_count()}/", store)
+            if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # torchrun's store, kept
+                store = dist.PrefixStore(f"fbresnet/restart{restart_count()}/", store)
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
                                     store=store, rank=r, world_size=w, timeout=setup)
         except (RuntimeError, ValueError) as e:  # DistStoreError, DistNetworkError, gloo's errors

@@ -96,9 +96,10 @@ def run(argv: list[str], prog: str = "main.py") -> None:
     if opt.testOnly:
         top1, top5 = trainer.test(0, val_loader)
         print(format_results(top1, top5))
-        return
-
-    train_epochs(opt, checkpoint, model, trainer, train_loader, val_loader, main_process)
+    else:
+        train_epochs(opt, checkpoint, model, trainer, train_loader, val_loader, main_process)
+    for loader in (train_loader, val_loader):
+        loader.close()
 
 
 def lock_save_folder(opt) -> None:
