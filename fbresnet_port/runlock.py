@@ -55,9 +55,13 @@ class SaveLock:
         return lock
 
     def _take(self, quiet_takeover: bool) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                raise UserError(f"-save {self.folder}: cannot write there ({e.strerror}); choose "
+                                f"another -save") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # BlockingIOError: held by a live process
