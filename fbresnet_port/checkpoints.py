@@ -238,9 +238,10 @@ def restore_rng(checkpoint: Mapping[str, Any] | None, loaders: Mapping[str, Any]
     """Put back the streams :func:`rng_state` saved in ``checkpoint`` (latest.t7), before training:
     each rank its own (``ranks``; rank 0 also reads the top-level fields of older checkpoints).
 
-    When the resume cannot be exact (a checkpoint written by Lua or an older version, another
-    number of processes, another ``-nThreads``) rank 0 prints one ``note:`` line saying why; the
-    run continues, as Lua's did, with the streams that cannot line up restarted from their seeds.
+    When the resume cannot be exact rank 0 says why in one line (a checkpoint without streams,
+    written by Lua: ``=> ...``; another number of processes, another ``-nThreads``, or rank 0's
+    streams only: ``note: ...``); the run continues, as Lua's did, with the streams that cannot
+    line up restarted from their seeds.
     """
     if checkpoint is None:
         return
@@ -248,8 +249,8 @@ def restore_rng(checkpoint: Mapping[str, Any] | None, loaders: Mapping[str, Any]
     main = distributed.is_main_process()
     if not isinstance(state, Mapping) or not isinstance(state.get("torch"), torch.Tensor):
         if main:
-            note("-resume: the checkpoint has no random number generator states (written by Lua or "
-                 "an older version): data order and augmentation will differ from an uninterrupted run")
+            print("=> The checkpoint has no random number generator states (written by Lua or an older "
+                  "version): data order and augmentation will differ from an uninterrupted run")
         return
     world, me = distributed.world_size(), distributed.rank()
     ranks = state.get("ranks")
