@@ -11,8 +11,9 @@ Every saved epoch (every ``-saveEvery`` epochs and the last) writes, in ``-save`
 * ``model_best.t7`` when an epoch since the last save had the best top-1 error so far;
 * ``latest.t7``, written **last**: ``{epoch, modelFile, optimFile}`` as Lua's, plus fields Lua
   ignores: ``bestTop1``/``bestTop5``/``bestEpoch`` (the Lua code forgot the best, PARITY §9 #11) and
-  ``rngState`` (torch's CPU and CUDA generators and the data loaders' worker streams, ByteTensors)
-  so that ``-resume`` continues a seeded run exactly as if it had not stopped.
+  ``rngState`` (torch's CPU and CUDA generators and the data loaders' worker streams, ByteTensors;
+  under torchrun every rank's, in ``rngState.ranks``) so that ``-resume`` continues a seeded run
+  exactly as if it had not stopped.
 
 ``latest.t7`` is the commit point. Each file is written atomically (temp file + rename, with the
 user's umask), so a run killed at any moment leaves: ``latest.t7`` naming complete files of the last
@@ -36,8 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import fileio, t7
-from .errors import UserError, unreadable_t7
+from . import distributed, fileio, t7
+from .errors import UserError, note, unreadable_t7
 
 # Lua tensor class of the optimiser's dfdx, by -checkpointTensorType and -precision (the original
 # kept it on the GPU; "float" names the CPU class of the same precision).
@@ -49,7 +50,9 @@ _EPOCH_FILE = re.compile(r"^(model|optimState)_(\d+)\.t7$")
 # temp files of the names a run writes in -save (t7.save / fileio: ".<name>.<random>.tmp")
 STALE_TEMP = fileio.temp_name_pattern([r"latest\.t7", r"model_best\.t7", r"model_\d+\.t7",
                                        r"optimState_\d+\.t7", r"metrics\.csv"])
-# Test hook: "<epoch>:<file name>" kills the process (SIGKILL) just before that file is written.
+# Test hook: "<epoch>:<point>[:<rank>]" kills the process (SIGKILL) at that point of the first
+# attempt (not after a torchrun restart): a file name (just before it is written) or "batch<N>"
+# (before training batch N); <rank> limits it to one rank of a distributed job.
 KILL_HOOK_ENV = "FBRESNET_TEST_KILL_BEFORE"
 
 
@@ -132,14 +135,19 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     return fileio.remove_stale_temp_files(folder, STALE_TEMP)
 
 
-def _kill_hook(epoch: int, name: str) -> None:
-    """For tests: die here (SIGKILL, no cleanup) when ``$FBRESNET_TEST_KILL_BEFORE`` is ``epoch:name``."""
-    if os.environ.get(KILL_HOOK_ENV) == f"{epoch}:{name}":
+def kill_hook(epoch: int, point: str) -> None:
+    """For tests: die here (SIGKILL, no cleanup) when ``$FBRESNET_TEST_KILL_BEFORE`` names this
+    ``epoch:point`` (and this rank, if it names one) and torchrun has not restarted the job yet."""
+    want = os.environ.get(KILL_HOOK_ENV)
+    if not want or distributed.restart_count():
+        return
+    parts = want.split(":")
+    if parts[:2] == [str(epoch), point] and (len(parts) < 3 or parts[2] == str(distributed.rank())):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write(folder: Path, epoch: int, name: str, obj: Any) -> None:
-    _kill_hook(epoch, name)
+    kill_hook(epoch, name)
     if isinstance(obj, bytes):  # an already serialised object (a kept best model)
         fileio.atomic_write_bytes(folder / name, obj)
     else:
@@ -203,39 +211,71 @@ def save(epoch: int, model: nn.Module, optim_state: dict, is_best: bool, opt: An
 
 def rng_state(loaders: Mapping[str, Any]) -> dict[str, Any]:
     """Lua-storable snapshot of every random stream of the run: ``{torch = ByteTensor,
-    cuda = {ByteTensor per device}, <loader name> = loader.rng_state()}``."""
+    cuda = {ByteTensor per device}, <loader name> = loader.rng_state()}`` of this process, and in a
+    distributed job ``ranks = {every rank's such table, in rank order}`` (a collective: every rank
+    calls it; the top-level fields stay rank 0's, which is what a one-process resume reads)."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
     for name, loader in loaders.items():
         state[name] = loader.rng_state()
+    every = distributed.all_gather_objects(state)
+    if len(every) > 1:
+        state = dict(every[0], ranks=every)
     return state
 
 
-def restore_rng(checkpoint: Mapping[str, Any] | None, loaders: Mapping[str, Any]) -> None:
-    """Put back the streams :func:`rng_state` saved in ``checkpoint`` (latest.t7), before training.
+def _saved_world(state: Mapping[str, Any]) -> int:
+    """Number of processes of the run that saved ``state`` (1 for Lua and one-process runs)."""
+    ranks = state.get("ranks")
+    if ranks:
+        return len(ranks)
+    loader = next((v for v in state.values() if isinstance(v, Mapping) and "worldSize" in v), None)
+    return int(loader["worldSize"]) if loader is not None else 1
 
-    Checkpoints without them (written by Lua or older versions) resume as Lua did: the run
-    continues, but not with the data order and augmentation of an uninterrupted run.
+
+def restore_rng(checkpoint: Mapping[str, Any] | None, loaders: Mapping[str, Any]) -> None:
+    """Put back the streams :func:`rng_state` saved in ``checkpoint`` (latest.t7), before training:
+    each rank its own (``ranks``; rank 0 also reads the top-level fields of older checkpoints).
+
+    When the resume cannot be exact rank 0 says why in one line (a checkpoint without streams,
+    written by Lua: ``=> ...``; another number of processes, another ``-nThreads``, or rank 0's
+    streams only: ``note: ...``); the run continues, as Lua's did, with the streams that cannot
+    line up restarted from their seeds.
     """
     if checkpoint is None:
         return
     state = checkpoint.get("rngState")
+    main = distributed.is_main_process()
     if not isinstance(state, Mapping) or not isinstance(state.get("torch"), torch.Tensor):
-        print("=> The checkpoint has no random number generator states (written by Lua or an older "
-              "version): data order and augmentation will differ from an uninterrupted run")
+        if main:
+            print("=> The checkpoint has no random number generator states (written by Lua or an older "
+                  "version): data order and augmentation will differ from an uninterrupted run")
         return
-    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).clone())
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        states = list(cuda.values()) if isinstance(cuda, Mapping) else list(cuda)
-        for device, s in enumerate(states[:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(torch.as_tensor(s, dtype=torch.uint8).clone(), device)
-    lost = [name for name, loader in loaders.items()
-            if isinstance(state.get(name), Mapping) and not loader.set_rng_state(state[name])]
-    if lost:
-        print(f"=> -nThreads (or the number of processes) differs from the interrupted run's: the "
-              f"{' and '.join(lost)} loader's augmentation streams restart from their seeds")
+    world, me = distributed.world_size(), distributed.rank()
+    ranks = state.get("ranks")
+    ranks = list(ranks.values()) if isinstance(ranks, Mapping) else list(ranks or [])
+    own = ranks[me] if me < len(ranks) else (state if me == 0 and not ranks else None)
+    saved = _saved_world(state)
+    reason = None
+    if saved != world:
+        reason = f"the interrupted run had {saved} process(es) and this one has {world}"
+    elif world > 1 and not ranks:
+        reason = "the checkpoint holds rank 0's streams only (written by an older version)"
+    if own is not None:
+        torch.set_rng_state(torch.as_tensor(own["torch"], dtype=torch.uint8).clone())
+        cuda = own.get("cuda")
+        if cuda is not None and torch.cuda.is_available():
+            states = list(cuda.values()) if isinstance(cuda, Mapping) else list(cuda)
+            for device, s in enumerate(states[:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(torch.as_tensor(s, dtype=torch.uint8).clone(), device)
+        lost = [name for name, loader in loaders.items()
+                if isinstance(own.get(name), Mapping) and not loader.set_rng_state(own[name])]
+        if lost and reason is None:
+            reason = f"-nThreads differs from the interrupted run's ({' and '.join(lost)} loader)"
+    if reason is not None and main:
+        note(f"-resume is not exact: {reason}; the data-loader augmentation streams restart from "
+             f"their seeds, so the weights will differ from an uninterrupted run")
 
 
 def _as_epoch(value: Any) -> int | None:

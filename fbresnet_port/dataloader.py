@@ -289,6 +289,15 @@ class DataLoader:
         if skipped:
             print(f" | {self.split}: skipped {skipped} unreadable image(s) this pass", file=sys.stderr)
 
+    def close(self) -> None:
+        """Stop the ``-nThreads`` worker processes now (persistent workers otherwise live until the
+        loader is garbage-collected, which a process ending with ``os._exit`` never does)."""
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self._loader._iterator = None
+        self._jobs.resume_states = dict(self._worker_states)  # a later pass goes on with the streams
+
     def run(self) -> Iterator[tuple[int, Batch]]:
         """Lua ``DataLoader:run()``: ``(n, sample)`` pairs, n counting from 1."""
         return enumerate(self, start=1)

@@ -6,22 +6,48 @@ sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; ``-batchSize`` stays the global bat
 takes the slice :func:`shard_slice` gives it of each global batch (the same ranges as
 DataParallelTable's ``sliceRange``). Every function is a no-op (or the identity) when the process is
 not part of a distributed job, so single-process code paths are unchanged.
+
+Faults (see docs/training.md, "Faults and restarts"): :func:`init_from_env` makes ``torchrun
+--max-restarts`` restarts join reliably and fail fast; :func:`peer_lost` recognises a collective
+broken by a dead rank (``main`` prints one line for it); :func:`finish` ends a good run on every
+rank together.
 """
 from __future__ import annotations
 
 import datetime
 import inspect
 import os
+import re
 from typing import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import UserError
+
 __all__ = [
     "init_from_env", "is_distributed", "rank", "world_size", "is_main_process", "shard_slice",
-    "all_reduce_sum", "broadcast", "barrier", "cleanup", "wrap_model",
+    "all_reduce_sum", "broadcast", "all_gather_objects", "barrier", "cleanup", "finish",
+    "wrap_model", "restart_count", "max_restarts", "peer_lost", "short_error", "PeerFailed",
 ]
+
+SETUP_TIMEOUT_ENV = "FBRESNET_DIST_SETUP_TIMEOUT"
+SETUP_TIMEOUT_S = 120.0  # joining the job (store + connections), not the collectives after it
+
+
+class PeerFailed(Exception):
+    """Another rank stopped the job and says why (rank 0 prints the ``error:`` line): exit 1 quietly."""
+
+
+def restart_count() -> int:
+    """How many times torchrun restarted the job's workers (``TORCHELASTIC_RESTART_COUNT``; 0 unset)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def max_restarts() -> int:
+    """torchrun's ``--max-restarts`` (``TORCHELASTIC_MAX_RESTARTS``; 0 unset)."""
+    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
 
 
 def is_distributed() -> bool:
@@ -49,11 +75,21 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def init_from_env(device_type: str, timeout_s: float = 1800.0) -> tuple[int, int]:
+def init_from_env(device_type: str, timeout_s: float = 1800.0,
+                  setup_timeout_s: float | None = None) -> tuple[int, int]:
     """Join the job torchrun describes in the environment; returns ``(rank, world_size)``.
 
     ``WORLD_SIZE`` unset or 1: nothing is initialised and ``(0, 1)`` is returned. Otherwise the
     backend is NCCL for ``device_type == 'cuda'`` (and ``LOCAL_RANK`` selects the GPU), gloo for CPU.
+
+    Restarts (``torchrun --max-restarts``): torchrun keeps its rendezvous store across restarts
+    and hands it to the workers without a per-attempt key prefix (pytorch#135712), so new workers
+    would read the dead workers' addresses (``Connection refused``, or a hang). The keys of this
+    job go under ``fbresnet/restart<TORCHELASTIC_RESTART_COUNT>/`` in that store instead (not
+    when torchrun gives each attempt a fresh store: ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``).
+    Joining must succeed within ``setup_timeout_s`` (default :data:`SETUP_TIMEOUT_S`,
+    ``$FBRESNET_DIST_SETUP_TIMEOUT``), else a :class:`UserError` names the rendezvous; the
+    collectives after it get ``timeout_s``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -61,8 +97,23 @@ def init_from_env(device_type: str, timeout_s: float = 1800.0) -> tuple[int, int
     if device_type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        if setup_timeout_s is None:
+            setup_timeout_s = float(os.environ.get(SETUP_TIMEOUT_ENV, SETUP_TIMEOUT_S))
+        setup = datetime.timedelta(seconds=setup_timeout_s)
+        try:
+            store, r, w = next(dist.rendezvous("env://", timeout=setup))
+            if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # torchrun's store, kept
+                store = dist.PrefixStore(f"fbresnet/restart{restart_count()}/", store)
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
+                                    store=store, rank=r, world_size=w, timeout=setup)
+        except (RuntimeError, ValueError) as e:  # DistStoreError, DistNetworkError, gloo's errors
+            where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+            detail = short_error(e)
+            raise UserError(f"rank {os.environ.get('RANK', '?')} could not join the {world} processes "
+                            f"of the job at {where} within {setup_timeout_s:g} s ({detail}); check "
+                            f"that every process started, or raise ${SETUP_TIMEOUT_ENV}") from None
+        set_timeout = getattr(dist, "set_timeout", None) or dist.distributed_c10d._set_pg_timeout
+        set_timeout(datetime.timedelta(seconds=timeout_s))
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -128,6 +179,34 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     return tensor
 
 
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` when not distributed."""
+    if not is_distributed():
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def short_error(err: BaseException) -> str:
+    """The first sentence of a torch.distributed error, without gloo's ``[file.cc:line]`` prefix."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line).split(". ")[0][:200]
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because another rank died (gloo/NCCL lost a
+    connection), as opposed to a bug of this process."""
+    if not isinstance(err, RuntimeError) or not (dist.is_available() and dist.is_initialized()):
+        return False
+    if isinstance(err, getattr(dist, "DistNetworkError", ())):
+        return True
+    text = str(err)
+    return any(s in text for s in ("Connection reset by peer", "Connection closed by peer",
+                                   "Broken pipe", "Connection refused", "NCCL communicator was aborted",
+                                   "Socket Timeout", "Timed out waiting"))
+
+
 def barrier() -> None:
     """Wait for every rank (no-op when not distributed)."""
     if is_distributed():
@@ -138,6 +217,14 @@ def cleanup() -> None:
     """Leave the process group if one was initialised (safe to call more than once)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish() -> None:
+    """End of a distributed run that went well: wait for every rank (rank 0 may still be writing
+    its last files), then leave the process group. A no-op alone."""
+    if is_distributed():
+        dist.barrier()
+    cleanup()
 
 
 def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from fbresnet_port import checkpoints, cpu_memory, distributed
+from fbresnet_port import checkpoints, cpu_memory, distributed, runlock
 from fbresnet_port.errors import UserError
 
 
@@ -61,11 +61,20 @@ def run(argv: list[str], prog: str = "main.py") -> None:
     if not main_process:  # logs and files come from rank 0 only
         sys.stdout = open(os.devnull, "w")
 
+    if not opt.testOnly:
+        lock_save_folder(opt)
     checkpoint, optim_state = checkpoints.latest(opt)
     if checkpoint is not None and not opt.testOnly and int(checkpoint["epoch"]) >= int(opt.nEpochs):
-        raise UserError(f"-resume {opt.resume}: that run already finished epoch {int(checkpoint['epoch'])} of "
-                        f"-nEpochs {int(opt.nEpochs)}, so nothing would be trained; raise -nEpochs to train on, "
-                        f"or add -testOnly true to test its model")
+        trained = int(checkpoint["epoch"])
+        if trained > int(opt.nEpochs):
+            raise UserError(f"-resume {opt.resume}: that run already finished epoch {trained}, after "
+                            f"-nEpochs {int(opt.nEpochs)}; give -nEpochs {trained} or more to train on, "
+                            f"or add -testOnly true to test its model")
+        # a finished run launched again (a re-queued job, a restart after the last checkpoint)
+        print(f"=> Nothing left to train: -resume {opt.resume} already finished epoch {trained} of "
+              f"-nEpochs {int(opt.nEpochs)} (raise -nEpochs to train on)")
+        return
+    announce_restart(opt, checkpoint)
     model, criterion = models.setup(opt, checkpoint)
     if checkpoint is not None or opt.retrain != "none":
         source = f"-resume {opt.resume}" if checkpoint else f"-retrain {opt.retrain}"
@@ -87,9 +96,41 @@ def run(argv: list[str], prog: str = "main.py") -> None:
     if opt.testOnly:
         top1, top5 = trainer.test(0, val_loader)
         print(format_results(top1, top5))
-        return
+    else:
+        train_epochs(opt, checkpoint, model, trainer, train_loader, val_loader, main_process)
+    for loader in (train_loader, val_loader):
+        loader.close()
 
-    train_epochs(opt, checkpoint, model, trainer, train_loader, val_loader, main_process)
+
+def lock_save_folder(opt) -> None:
+    """One run per ``-save`` folder (:mod:`fbresnet_port.runlock`): rank 0 takes the lock, and
+    every rank stops (exit 1; rank 0 prints the ``error:`` line) when it is held by another run."""
+    error = None
+    if distributed.is_main_process():
+        try:
+            runlock.SaveLock.acquire(opt.save, quiet_takeover=distributed.restart_count() > 0)
+        except UserError as e:
+            error = e
+    refused = distributed.all_reduce_sum([1.0 if error else 0.0])[0]
+    if error is not None:
+        raise error
+    if refused:
+        raise distributed.PeerFailed("rank 0 could not lock -save")
+
+
+def announce_restart(opt, checkpoint: dict | None) -> None:
+    """After a torchrun restart, one line (rank 0): where training goes on, which restart it is."""
+    count = distributed.restart_count()
+    if not count:
+        return
+    which = f"restart {count} of {distributed.max_restarts()}"
+    if checkpoint is not None:
+        print(f"=> resuming after epoch {int(checkpoint['epoch'])} ({which})")
+    elif opt.resume == "none":
+        print(f"=> starting again from epoch {int(opt.epochNumber)} ({which}): without -resume a "
+              f"restart trains from the start; add -resume {opt.save} to go on from the last checkpoint")
+    else:
+        print(f"=> starting again from epoch {int(opt.epochNumber)} ({which}): no checkpoint yet")
 
 
 def train_epochs(opt, checkpoint: dict | None, model: torch.nn.Module, trainer, train_loader,
@@ -118,10 +159,11 @@ def train_epochs(opt, checkpoint: dict | None, model: torch.nn.Module, trainer, 
                                    trainer.current_lr, epoch_times[-1])
         eta = sum(epoch_times) / len(epoch_times) * (n_epochs - epoch)
         print(metrics.format_summary(row, n_epochs, time.perf_counter() - trainer.started, eta))
+        rng = checkpoints.rng_state(loaders) if run.due(epoch) else None  # every rank's streams
         if main_process:
             metrics.write_metrics(opt.save, row, previous=opt.resume if checkpoint else None)
-            if run.due(epoch):
-                run.save(epoch, model, trainer.optim_state_lua(), checkpoints.rng_state(loaders))
+            if rng is not None:
+                run.save(epoch, model, trainer.optim_state_lua(), rng)
     print(format_finished(run.top1, run.top5))
     if math.isfinite(run.top1):
         print(metrics.format_final(run.epoch, run.top1, run.top5, run.path))
@@ -129,21 +171,44 @@ def train_epochs(opt, checkpoint: dict | None, model: torch.nn.Module, trainer, 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python main.py`` and ``fbresnet-train``: exit status 0, 1 (a user mistake, one
-    ``error:`` line) or 130 (interrupted)."""
+    ``error:`` line; or another process of a torchrun job died) or 130 (interrupted).
+
+    A torchrun worker started from the command line (``argv`` None) ends with ``os._exit`` once
+    every rank has finished and every file is written and closed: a gloo thread could otherwise
+    abort the interpreter's shutdown (``terminate called without an active exception``)."""
+    cli = argv is None
     if argv is None:
         argv = sys.argv[1:]
         prog = os.path.basename(sys.argv[0]) or "main.py"
         sys.stdout.reconfigure(line_buffering=True)  # progress lines show up at once under `| tee log`
     else:
         prog = "main.py"
+    code = 0
+    joined = False
     try:
         run(argv, prog)
+        joined = distributed.is_distributed()
+        distributed.finish()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        code = 1
+    except distributed.PeerFailed:
+        code = 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        code = 130
+    except RuntimeError as e:
+        if not distributed.peer_lost(e):
+            raise
+        print(f"error: rank {distributed.rank()}: another process of the job died or was killed "
+              f"({distributed.short_error(e)}); stopping this one too", file=sys.stderr)
+        code = 1
     finally:
+        joined = joined or distributed.is_distributed()
+        runlock.release_all()
         distributed.cleanup()
-    return 0
+    if cli and joined:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    return code

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .checkpoints import kill_hook
 from .errors import UserError
 from .metrics import format_progress, progress_interval
 from .opts import apply_backend_flags
@@ -331,6 +332,7 @@ class Trainer:
         every = progress_interval(size)
         timer = data_timer = epoch_start = time.perf_counter()
         for n, batch in enumerate(dataloader, 1):
+            kill_hook(epoch, f"batch{n}")  # tests only: $FBRESNET_TEST_KILL_BEFORE
             if opt.lrShape == "cosine":
                 self.current_lr = self.learning_rate(epoch, n, size)
             data_time = time.perf_counter() - data_timer

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, data_file
-from fbresnet_port import checkpoints, metrics, plot, t7
+from fbresnet_port import checkpoints, metrics, plot, runlock, t7
 from models.lua_weights import lua_batchnorms, lua_parameters
 
 import main
@@ -142,7 +142,9 @@ def test_killed_process_resumes_exactly_with_workers(tmp_path, gen_dir, capsys):
     _assert_consistent(save, 1)
     modes = {p.name: p.stat().st_mode & 0o777 for p in save.iterdir()}
     assert modes == dict.fromkeys(["latest.t7", "metrics.csv", "model_1.t7", "optimState_1.t7",
-                                   "model_2.t7", "optimState_2.t7", "model_best.t7"], 0o600)
+                                   "model_2.t7", "optimState_2.t7", "model_best.t7",
+                                   runlock.LOCK_NAME], 0o600)   # the killed run's lock stays
+    del modes[runlock.LOCK_NAME]
     straight = tmp_path / "straight_model_2.t7"
     straight.write_bytes((save / "model_2.t7").read_bytes())
 
@@ -158,7 +160,7 @@ def test_killed_process_resumes_exactly_with_workers(tmp_path, gen_dir, capsys):
     if t7.load(save / "latest.t7")["bestEpoch"] == 2:
         rewritten.append("model_best.t7")
     assert {p.name: p.stat().st_mode & 0o777 for p in save.iterdir()} == \
-        dict(modes, **dict.fromkeys(rewritten, 0o644))
+        dict(modes, **dict.fromkeys(rewritten, 0o644))   # taken over, removed at the end
 
 
 # -- plot ---------------------------------------------------------------------------------------------

@@ -358,12 +358,18 @@ def test_new_options_are_declared_with_defaults():
     assert not {"saveEvery", "keepCheckpoints", "checkpointTensorType", "printModel", "nThreadsCompute"} & set(lua)
 
 
-def test_resuming_a_finished_run_is_an_error(tmp_path):
-    """latest.t7 at epoch 2 of -nEpochs 2: Lua would exit 0 having trained nothing."""
+def test_resuming_a_finished_run(tmp_path):
+    """latest.t7 at epoch 2: launched again with -nEpochs 2 (a re-queued job, a restart after the last
+    checkpoint) it exits 0 saying there is nothing left to train; -nEpochs 1 is a mistake."""
     from fbresnet_port import t7
     t7.save(tmp_path / "latest.t7", {"epoch": 2, "modelFile": "model_2.t7", "optimFile": "optimState_2.t7"})
     t7.save(tmp_path / "optimState_2.t7", {"learningRate": 0.1})
     rc, out, err = cli("-resume", tmp_path, "-nEpochs", 2, "-data", "sample", "-gen", tmp_path / "gen")
+    assert rc == 0 and err == "", err
+    assert out.splitlines()[-1] == (f"=> Nothing left to train: -resume {tmp_path} already finished epoch 2 "
+                                    f"of -nEpochs 2 (raise -nEpochs to train on)")
+    rc, out, err = cli("-resume", tmp_path, "-nEpochs", 1, "-data", "sample", "-gen", tmp_path / "gen")
     assert rc == 1 and err.count("\n") == 1
-    assert err.startswith(f"error: -resume {tmp_path}: that run already finished epoch 2 of -nEpochs 2")
-    assert "raise -nEpochs" in err
+    assert err.startswith(f"error: -resume {tmp_path}: that run already finished epoch 2, after -nEpochs 1; "
+                          f"give -nEpochs 2 or more")
+    assert "-testOnly true" in err
