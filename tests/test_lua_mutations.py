@@ -7,7 +7,10 @@ The mutator is deterministic (``random.Random(seed)``): fields deleted or set to
 two modules of a container swapped; a container holding itself or an ancestor; ``modules`` a number, a
 boolean, an nn object; nngraph nodes removed or duplicated, ``mapindex``/``children`` entries pointed elsewhere,
 ``outnode = innode``, ``selectindex`` 2.5 / 0 / too large; lists of saved states (rnn) one entry short or long.
-Each edit is made in place on the loaded file and undone afterwards.
+Each edit is made in place on the loaded file and undone afterwards. Then one exact error per class of invalid
+model that issue #15 names (sizes of 2^40, NaN/true/negative geometry, integer or empty weights, weights of another
+shape, BatchNorm/Linear vector lengths, groups, ``modules`` of the wrong type, cycles, chains that do not fit,
+nngraph outnode = innode and fractional selectindex, Sum without dimension, View size inf, SelectTable 2.5).
 
 Run as a script for a larger report: ``python3 tests/test_lua_mutations.py [--n 750] [--seed 15]``.
 """
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import MODEL_CASES, REFERENCE_DIR  # noqa: E402
 from fbresnet_port import t7  # noqa: E402
 from fbresnet_port.errors import UserError  # noqa: E402
-from fbresnet_port.lua_nn import LuaModelError, from_lua  # noqa: E402
+from fbresnet_port.lua_nn import LuaModelError, from_lua, lua_module  # noqa: E402
 
 MB = 2 ** 20
 # fields that no converter reads (Lua's buffers of the last pass): edits there are uninteresting
@@ -484,6 +487,110 @@ def test_mutator_is_deterministic(cases: list[Case]) -> None:
     a = [(c.name, m.kind, m.path) for c, m in sample(small, 40, seed=3)]
     b = [(c.name, m.kind, m.path) for c, m in sample(small, 40, seed=3)]
     assert a == b and len(a) == 40
+
+
+# ----------------------------------------------------------------------------------------------
+# One exact error per class of invalid model named in the issue
+# ----------------------------------------------------------------------------------------------
+
+def _conv(**fields: Any) -> t7.TorchObject:
+    base = dict(nInputPlane=3, nOutputPlane=4, kW=3, kH=3, dW=1, dH=1, padW=1, padH=1, weight=torch.ones(4, 3, 3, 3),
+                bias=torch.zeros(4))
+    return lua_module("nn.SpatialConvolution", **{**base, **fields})
+
+
+def _bn(**fields: Any) -> t7.TorchObject:
+    base = dict(running_mean=torch.zeros(4), running_var=torch.ones(4), weight=torch.ones(4), bias=torch.zeros(4),
+                eps=1e-5, momentum=0.1, affine=True)
+    return lua_module("nn.SpatialBatchNormalization", **{**base, **fields})
+
+
+def _linear(**fields: Any) -> t7.TorchObject:
+    return lua_module("nn.Linear", **{"weight": torch.ones(3, 4), "bias": torch.zeros(3), **fields})
+
+
+_FIELD = "field '{}' = {}: should be "
+ISSUE_CASES = {
+    "size of 2^40 (memory)": (_conv(nInputPlane=2 ** 40), "nn.SpatialConvolution at model: " + _FIELD.format(
+        "nInputPlane", "1099511627776") + "an integer in [1, 2147483647]"),
+    "kW = true": (_conv(kW=True), "nn.SpatialConvolution at model: " + _FIELD.format("kW", "true") + "an integer"),
+    "negative kernel": (_conv(kW=-3), "nn.SpatialConvolution at model: " + _FIELD.format("kW", "-3")
+                        + "an integer in [1, 2147483647]"),
+    "NaN padding": (_conv(padH=math.nan), "nn.SpatialConvolution at model: " + _FIELD.format("padH", "nan")
+                    + "an integer"),
+    "integer weight": (_conv(weight=torch.ones(4, 3, 3, 3, dtype=torch.long)), "nn.SpatialConvolution at model: "
+                       + _FIELD.format("weight", "a LongTensor of size 4x3x3x3")
+                       + "a floating-point tensor (Float/Double/Cuda), as Lua's float modules require"),
+    "empty bias": (_conv(bias=torch.empty(0)), "nn.SpatialConvolution at model: " + _FIELD.format(
+        "bias", "an empty FloatTensor") + "a non-empty tensor (nil when the module has none)"),
+    "weight of another shape": (_conv(weight=torch.ones(4, 3, 3, 2)), "nn.SpatialConvolution at model: "
+                                + _FIELD.format("weight", "a FloatTensor of size 4x3x3x2")
+                                + "of size 4x3x3x3 (nOutputPlane x nInputPlane x kH x kW) or 4x27 (its 2-D view)"),
+    "running_mean length": (_bn(running_mean=torch.zeros(3)), "nn.SpatialBatchNormalization at model: "
+                            + _FIELD.format("running_var", "a FloatTensor of size 4")
+                            + "of size 3 (running_mean's length)"),
+    "1-element Linear bias": (_linear(bias=torch.zeros(1)), "nn.Linear at model: " + _FIELD.format(
+        "bias", "a FloatTensor of size 1") + "of size 3 (outputSize = weight:size(1)), or nil for none"),
+    "weight (7.2e16, 0)": (_linear(weight=torch.empty(72_000_000_000_000_000, 0)), "nn.Linear at model: "
+                           + _FIELD.format("weight", "an empty FloatTensor") + "a non-empty tensor"),
+    "VolumetricConvolution weight reshaped": (
+        lua_module("nn.VolumetricConvolution", nInputPlane=2, nOutputPlane=2, kT=1, kW=2, kH=2, dT=1, dW=1, dH=1,
+                   padT=0, padW=0, padH=0, weight=torch.ones(2, 2, 2, 2, 1), bias=torch.zeros(2)),
+        "nn.VolumetricConvolution at model: " + _FIELD.format("weight", "a FloatTensor of size 2x2x2x2x1")
+        + "of size 2x2x1x2x2 (nOutputPlane x nInputPlane x kT x kH x kW) or 2x8 (its 2-D view)"),
+    "groups not dividing the planes": (
+        lua_module("cudnn.SpatialConvolution", nInputPlane=3, nOutputPlane=4, kW=1, kH=1, dW=1, dH=1, padW=0,
+                   padH=0, groups=2, weight=torch.ones(4, 3, 1, 1), bias=torch.zeros(4)),
+        "cudnn.SpatialConvolution at model: " + _FIELD.format("groups", "2").replace("should be ", "")
+        + "should divide nInputPlane = 3 and nOutputPlane = 4"),
+    "modules a number": (lua_module("nn.Sequential", modules=3),
+                         "nn.Sequential at model: " + _FIELD.format("modules", "3") + "a Lua list of modules"),
+    "Sum without dimension": (lua_module("nn.Sum"), "nn.Sum at model: missing field 'dimension' (an integer)"),
+    "View size inf": (lua_module("nn.View", size=t7.LuaList([math.inf])), "nn.View at model: "
+                      + _FIELD.format("size", "{inf}") + "a list of integers (has inf)"),
+    "SelectTable index 2.5": (lua_module("nn.SelectTable", index=2.5),
+                              "nn.SelectTable at model: " + _FIELD.format("index", "2.5") + "an integer"),
+}
+
+
+@pytest.mark.parametrize("name", list(ISSUE_CASES))
+def test_each_class_of_invalid_model_gives_its_exact_error(name: str) -> None:
+    obj, message = ISSUE_CASES[name]
+    with pytest.raises(LuaModelError) as err:
+        from_lua(obj)
+    assert str(err.value) == message
+
+
+def _graph(case: str) -> t7.TorchObject:
+    return t7.load(REFERENCE_DIR / "zoo_graph" / case / "model.t7")
+
+
+def test_graph_edits_give_their_exact_errors(cases: list[Case]) -> None:
+    g = _graph("b_two_in_two_out")
+    g.fields["outnode"] = g.fields["innode"]
+    with pytest.raises(LuaModelError) as err:
+        from_lua(g)
+    assert str(err.value) == ("nn.gModule at model: fields 'innode' and 'outnode' are the same node (forwardnodes[1]): "
+                              "the graph's input and output are two different nodes (gModule.__init makes them)")
+    g = _graph("b_two_in_two_out")
+    g.fields["forwardnodes"][2].fields["data"]["selectindex"] = 2.5
+    with pytest.raises(LuaModelError) as err:
+        from_lua(g)
+    assert str(err.value) == ("nn.gModule at model: field 'forwardnodes[3].data.selectindex' = 2.5: should be an "
+                              "integer (the element of its input table it outputs)")
+
+
+def test_a_cycle_and_a_chain_that_does_not_fit_give_their_exact_errors() -> None:
+    seq = lua_module("nn.Sequential", modules=t7.LuaList([_conv(), lua_module("nn.ReLU")]))
+    seq.fields["modules"].append(seq)
+    with pytest.raises(LuaModelError) as err:
+        from_lua(seq)
+    assert str(err.value) == "nn.Sequential at model: contains itself (modules[3] is model)"
+    swapped = lua_module("nn.Sequential", modules=t7.LuaList([_conv(), _conv()]))
+    with pytest.raises(LuaModelError) as err:
+        from_lua(swapped)
+    assert str(err.value) == ("nn.SpatialConvolution at model.modules[2]: takes 3 planes (nInputPlane), but the "
+                              "module before it gives 4")
 
 
 def _report(argv: list[str]) -> int:

@@ -280,7 +280,7 @@ def test_torch_rnn_lstm_fields():
     assert error_of(trnn_lstm(hidden_dim=float("nan"))) == at + "field 'hidden_dim' = nan: should be an integer"
     assert error_of(trnn_lstm(input_dim=0)) == at + "field 'input_dim' = 0: should be an integer in [1, 2147483647]"
     assert error_of(trnn_lstm(weight=torch.zeros(7, 16, dtype=torch.int32))) == \
-        at + ("field 'weight' = a IntTensor of size 7x16: should be a floating-point tensor (Float/Double/Cuda), "
+        at + ("field 'weight' = an IntTensor of size 7x16: should be a floating-point tensor (Float/Double/Cuda), "
               "as Lua's float modules require")
     assert error_of(trnn_lstm(output=torch.zeros(2, 3, 4), cell=torch.zeros(2, 3, 5))) == \
         at + "field 'cell' = a FloatTensor of size 2x3x5: should be of size N x T x 4"

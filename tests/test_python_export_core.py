@@ -14,29 +14,32 @@ from fbresnet_port import t7
 from fbresnet_port.lua_nn import LuaModelError, from_lua, lua_module, register, unregister
 from fbresnet_port.lua_nn.codegen import generate_python
 from python_export import export, run_isolated
-from zoo_fixtures import assert_close, assert_tree_close, leaves, lua_file
+from zoo_fixtures import assert_close, assert_tree_close, lua_file
 
 L = t7.LuaList
 
 
 @pytest.mark.parametrize("group", ["zoo_tables", "zoo_dropout_eval", "zoo_spatial"])
 def test_fixture_through_generated_python(group, tmp_path):
+    """Evaluation outputs (float32, float64); zoo_spatial also the training-mode float64 output, gradInput and
+    flat parameter gradient for the stored gradOutput (the fixture's gradients are Lua's training-mode ones)."""
     model = from_lua(lua_file(group, "model.t7"))
     out_dir = export(model, tmp_path / "out", class_name="Zoo")
     x = lua_file(group, "input.t7")
     has_grads = group == "zoo_spatial"
-    jobs = [dict(input=x, dtype="float32", train=False),
-            dict(input=x, dtype="float64", train=False,
-                 grad_output=lua_file(group, "gradOutput.t7") if has_grads else None)]
-    eval32, eval64 = run_isolated(out_dir, jobs, tmp_path / "run")
+    jobs = [dict(input=x, dtype="float32", train=False), dict(input=x, dtype="float64", train=False)]
+    if has_grads:
+        jobs.append(dict(input=x, dtype="float64", train=True, grad_output=lua_file(group, "gradOutput.t7")))
+    results = run_isolated(out_dir, jobs, tmp_path / "run")
+    eval32, eval64 = results[:2]
     assert eval64["params"] == [tuple(p.shape) for p in model.parameters()]
     assert_tree_close(eval32["output"], lua_file(group, "output_eval.t7"), 1e-4, f"{group} output_eval")
     assert_tree_close(eval64["output"], lua_file(group, "output_eval_f64.t7"), 1e-6, f"{group} output_eval_f64")
     if has_grads:
-        ref = list(leaves(lua_file(group, "gradInput_f64.t7")))
-        for got, want in zip(eval64["grad_input"], ref):
-            assert_close(got, want, 1e-6, f"{group} gradInput_f64")
-        assert_close(eval64["grad_params"], lua_file(group, "gradParams_f64.t7").double(), 1e-6,
+        train64 = results[2]
+        assert_close(train64["output"], lua_file(group, "output_train_f64.t7"), 1e-6, f"{group} output_train_f64")
+        assert_close(train64["grad_input"][0], lua_file(group, "gradInput_f64.t7"), 1e-6, f"{group} gradInput_f64")
+        assert_close(train64["grad_params"], lua_file(group, "gradParams_f64.t7").double(), 1e-6,
                      f"{group} gradParams_f64")
 
 

@@ -4,8 +4,11 @@ compute."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from python_export import check_zoo_case
+from fbresnet_port import t7
+from fbresnet_port.lua_nn import from_lua, lua_module
+from python_export import check_zoo_case, export, run_isolated
 
 LEGACY = ["conv_map_subsampling", "contrastive_norm", "volumetric"]
 
@@ -19,12 +22,6 @@ def test_zoo_legacy_through_python_export(case, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Classes the fixtures lack: the generated file against the runtime modules (same Lua semantics)
 # ----------------------------------------------------------------------------------------------
-
-import torch  # noqa: E402
-
-from fbresnet_port import t7  # noqa: E402
-from fbresnet_port.lua_nn import from_lua, lua_module  # noqa: E402
-from python_export import export, run_isolated  # noqa: E402
 
 
 def _normalisation_model() -> t7.TorchObject:
@@ -105,3 +102,18 @@ def test_onehot_through_python_export(tmp_path):
     (res,) = run_isolated(out_dir, [dict(input=x, dtype="float32", train=False)], tmp_path / "run")
     assert torch.equal(res["output"], model(x))
     assert torch.equal(res["output"], eye[[3, 0, 1]] @ torch.arange(6.0).reshape(2, 3).t() + torch.tensor([0.5, -0.5]))
+
+
+def test_nnx_spatial_normalization_through_python_export(tmp_path):
+    """nnx's SpatialNormalization (torch/demos' face detector) with its fixed estimator kernels: no parameters."""
+    from test_lua_realmodels import nnx_normalization
+
+    torch.manual_seed(13)
+    obj = nnx_normalization(2, torch.rand(3, 3).double() + 0.1)
+    model = from_lua(obj).double()
+    out_dir = export(model, tmp_path / "out")
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64)
+    (res,) = run_isolated(out_dir, [dict(input=x, dtype="float64", train=False)], tmp_path / "run")
+    assert res["params"] == []
+    # the generated DTYPE follows the parameters (none here), so the fixed kernels come back as float32
+    assert (res["output"] - model(x)).abs().max() < 1e-6

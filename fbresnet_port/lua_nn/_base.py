@@ -304,7 +304,8 @@ def show_value(value: Any) -> str:
         kind = _TENSOR_KIND.get(value.dtype, f"{value.dtype} tensor")
         if value.numel() == 0:
             return f"an empty {kind}"
-        return f"a {kind} of size {'x'.join(map(str, value.shape)) or 'scalar'}"
+        article = "an" if kind[0] in "AEIOU" else "a"
+        return f"{article} {kind} of size {'x'.join(map(str, value.shape)) or 'scalar'}"
     if isinstance(value, t7.Storage):
         if len(value) <= 8 and not value.tensor.is_complex():
             return f"{value.typename.split('.')[-1]}{{{', '.join(show_value(v) for v in value.tensor.tolist())}}}"

@@ -1,8 +1,12 @@
-"""Lua ``nn``/``cudnn`` layers with parameters or running statistics: convolutions, Linear, BatchNorm, PReLU.
+"""Lua ``nn``/``cudnn`` layers with parameters or running statistics: convolutions, Linear, BatchNorm, PReLU,
+InstanceNormalization.
 
 Ports of torch/nn SpatialConvolution(MM), SpatialDilatedConvolution, SpatialFullConvolution, Linear,
-(Spatial/Volumetric)BatchNormalization (incl. the pre-2016 ``running_std`` layout) and PReLU, and of
-the cudnn.torch classes of the same names. Lua sizes are ``(kW, kH)``; PyTorch's are ``(kH, kW)``.
+(Spatial/Volumetric)BatchNormalization (incl. the pre-2016 ``running_std`` layout) and PReLU, of the cudnn.torch
+classes of the same names, and of the nn.InstanceNormalization of fast-neural-style and texture_nets/CycleGAN. Lua
+sizes are ``(kW, kH)``; PyTorch's are ``(kH, kW)``. Every field read is checked (type, finiteness, range) and every
+weight's size against the fields before a module is built; the computations that torch.nn lacks live in
+:mod:`.standalone.layers`.
 """
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ import torch
 from torch import nn
 
 from .. import t7
-from .standalone.layers import (BatchNormalization, InstanceNormalization, ParametricReLU, SpatialBatchNormalization,
-                                VolumetricBatchNormalization)
 from ._base import (MAX_DIM_SIZE, TORCH_EXPORTERS, ChildConverter, Fields, LuaModule, check_planes, empty_tensor,
                     export_param, export_weights, float_param, lua_module)
+from .standalone.layers import (BatchNormalization, InstanceNormalization, ParametricReLU, SpatialBatchNormalization,
+                                VolumetricBatchNormalization)
 
 # The option of :func:`from_lua` / ``load_lua_model`` (``options={...}``, listed in ``_base.LUA_OPTIONS``) and of
 # ``convert --batch-of-one-running-stats`` that reproduces torch/nn after commit 919eeca (2017-08-03, "BN supports

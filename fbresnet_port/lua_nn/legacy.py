@@ -2,7 +2,8 @@
 SpatialLPPooling, the Spatial{Subtractive,Divisive,Contrastive}Normalization family and the
 Volumetric (3-D) convolution / pooling layers.
 
-Ports of the torch/nn Lua classes of the same names and of their THNN C kernels. Lua sizes are given
+Ports of the torch/nn Lua classes of the same names and of their THNN C kernels (the computations live in
+:mod:`.standalone.legacy`; here: the checked reading of the Lua fields, export and printing). Lua sizes are given
 ``(kW, kH)`` / ``(kT, kW, kH)``; PyTorch's are ``(kH, kW)`` / ``(kT, kH, kW)``. ``nn.Abs`` (Lua's
 gradient +1 at 0) lives with the other point-wise functions in :mod:`.simple`.
 """
@@ -21,8 +22,7 @@ from .containers import LuaSequential
 from .layers import _build, bias_of, planes_field, size_field, weight_of
 from .simple import LuaThreshold
 from .standalone.legacy import (SpatialContrastiveNormalization, SpatialConvolutionMap, SpatialDivisiveNormalization,
-                                SpatialNormalization, SpatialSubSampling, SpatialSubtractiveNormalization,
-                                check_image_planes)
+                                SpatialNormalization, SpatialSubSampling, SpatialSubtractiveNormalization)
 from .text import LuaInputError, lua_param
 
 
@@ -32,10 +32,6 @@ class _LegacyModule(LuaModule):
 
     def input_error(self, what: str) -> LuaInputError:
         return LuaInputError(f"{self.lua_typename} at {self.lua_path}: {what}")
-
-
-def _check_planes(module: LuaModule, input: torch.Tensor, n_planes: int, exact: bool = True) -> None:
-    check_image_planes(module, input, n_planes, exact)
 
 
 def _sub_network(g: Any, module: nn.Module, name: str) -> Any:

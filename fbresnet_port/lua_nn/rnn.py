@@ -32,6 +32,8 @@ How the Lua machinery maps to PyTorch:
 """
 from __future__ import annotations
 
+import textwrap
+
 from typing import Any
 
 import torch
@@ -315,12 +317,12 @@ def _python_state(module: nn.Module) -> dict[str, Any]:
 
 
 def _step_class(g: CodeGen, owner: "_LuaRecurrent") -> str:
-    """Write the class of ``owner.recurrentModule`` (run once per time step, so an nn.Module of its own) as a
-    class statement in the generated ``__init__`` (until codegen can add classes of its own); returns the class
-    name and keeps the generator of its body in ``owner._python_step`` (its leaves, for the state dict). Its forward
-    takes the step's table ``[x_t, h_{t-1}(, c_{t-1})]`` as a list (a Recursor's: the step input as it is)."""
-    sub = CodeGen()
-    sub._indent = " " * 16
+    """Write the class of ``owner.recurrentModule`` (run once per time step, so an nn.Module of its own) into the
+    generated file, before the model's class; returns the class name and keeps the generator of its body in
+    ``owner._python_step`` (its leaves, for the state dict). Its forward takes the step's table
+    ``[x_t, h_{t-1}(, c_{t-1})]`` as a list (a Recursor's: the step input as it is)."""
+    root = g.root
+    sub = CodeGen(root)
     path = g.paths.get(id(owner), "model")
     sub.declare(owner.recurrentModule, f"{path}.recurrentModule")
     start: Value
@@ -334,29 +336,39 @@ def _step_class(g: CodeGen, owner: "_LuaRecurrent") -> str:
     out = sub.emit(owner.recurrentModule, start)
     for name, paths in sub.unsupported.items():
         g.unsupported.setdefault(name, []).extend(paths)
-    g.used |= sub.used
-    taken = g.__dict__.setdefault("_step_class_names", set())
     base = "".join(w[:1].upper() + w[1:] for w in owner.lua_typename.split(".")[-1:]) + "Step"
     name, k = base, 2
-    while name in taken:
+    while name in root._class_names:
         name, k = f"{base}{k}", k + 1
-    taken.add(name)
+    root._class_names.add(name)
     owner._python_step = sub
     attrs = {id(leaf.module): leaf.attr for leaf in sub.leaves.values()}
     direct = tuple(attrs[id(m)] for m in owner.direct_modules() if id(m) in attrs)
     dropouts = tuple(attrs[id(m)] for m in owner.copying_dropouts() if id(m) in attrs)
-    g.init_lines += [f"        class {name}(nn.Module):",
-                     f'            """{relative_path(path)}.recurrentModule:',
-                     f'            the step module of {owner.lua_typename}, run once per time step."""', ""]
+    lines = [f"class {name}(nn.Module):",
+             f'    """{relative_path(path)}.recurrentModule: the step module of {owner.lua_typename}, run once per '
+             f'time step."""', ""]
     if direct or dropouts:
-        g.init_lines += comment_lines("the modules that Lua's evaluate-mode backward hands each step's own input, "
-                                      "and its Dropout modules (see AbstractRecurrent)", " " * 12)
+        lines += comment_lines("the modules that Lua's evaluate-mode backward hands each step's own input, "
+                               "and its Dropout modules (see AbstractRecurrent)", " " * 4)
         for attr, names in (("direct_names", direct), ("dropout_names", dropouts)):
-            g.init_lines += wrap(f"{attr} = {py(names)}", " " * 12) + ([""] if attr == "dropout_names" else [])
-    g.init_lines += ["            def __init__(self) -> None:", "                super().__init__()"]
-    g.init_lines += sub.init_lines
-    g.init_lines += ["", "            def forward(self, input):"] + sub.forward_lines(sub.expr(out)) + [""]
+            lines += wrap(f"{attr} = {py(names)}", " " * 4) + ([""] if attr == "dropout_names" else [])
+    lines += ["    def __init__(self) -> None:", "        super().__init__()"]
+    lines += sub.init_lines
+    lines += ["", "    def forward(self, input):"] + sub.forward_lines(sub.expr(out))
+    root.classes.append("\n".join(wrap_long_docstring(lines)))
     return name
+
+
+def wrap_long_docstring(lines: list[str]) -> list[str]:
+    """The class docstring line split at 120 columns (the path of a deep step module can be long)."""
+    out = []
+    for line in lines:
+        if len(line) > 120 and line.lstrip().startswith('"""'):
+            out += ['    """'] + ["    " + ln for ln in textwrap.wrap(line.strip().strip('"'), 112)] + ['    """']
+        else:
+            out.append(line)
+    return out
 
 
 class _LuaRecurrent(_RecurrentErrors, _ExportsAliases, AbstractRecurrent):
