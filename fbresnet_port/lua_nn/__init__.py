@@ -62,7 +62,7 @@ def _torch_base(converter: Any) -> str:
 
 _FAMILY_TITLES = {"charrnn": "char-rnn", "containers": "containers and tables", "criterions": "criterions",
                   "graph": "nngraph", "layers": "layers with weights", "legacy": "old vision layers",
-                  "rnn": "rnn, torch-rnn, dpnn", "shapes": "shapes and reductions",
+                  "rnn": "Element-Research rnn", "torchrnn": "torch-rnn", "dpnn": "dpnn", "shapes": "shapes and reductions",
                   "simple": "activations, pooling, dropout, padding", "text": "text, matrix and distance layers"}
 
 

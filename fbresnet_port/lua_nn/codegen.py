@@ -292,7 +292,11 @@ _SHORT = {"SpatialConvolution": "conv", "SpatialConvolutionMM": "conv", "Spatial
           "ClassNLLCriterion": "nll", "CrossEntropyCriterion": "xent", "MSECriterion": "mse", "AbsCriterion": "l1",
           "BCECriterion": "bce", "SmoothL1Criterion": "smooth_l1", "DistKLDivCriterion": "kldiv",
           "MulConstant": "mul", "AddConstant": "add", "CAddTable": "add", "JoinTable": "join", "Tanh": "tanh",
-          "Sigmoid": "sigmoid", "SoftMax": "softmax", "LogSoftMax": "log_softmax", "MaskZero": "mask_zero"}
+          "Sigmoid": "sigmoid", "SoftMax": "softmax", "LogSoftMax": "log_softmax", "MaskZero": "mask_zero",
+          "PReLU": "prelu", "ReLU6": "relu6", "ELU": "elu", "SoftPlus": "softplus", "HardTanh": "hardtanh",
+          "SpatialSubtractiveNormalization": "subnorm", "SpatialDivisiveNormalization": "divnorm",
+          "SpatialContrastiveNormalization": "contrastnorm", "SpatialLPPooling": "lppool", "Reshape": "reshape",
+          "View": "view", "Normalize": "normalize", "Padding": "pad", "Replicate": "replicate"}
 
 
 def identifier(text: str, default: str = "m") -> str:
@@ -716,7 +720,7 @@ def generate_python(model: nn.Module, class_name: str = "LuaModel", source_name:
     state, ties = _state_dict(g)
     library = standalone_library()
     definitions = _closure(g.used, library)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), torch.float32)
     head = lua_str(model).split("\n", 1)[0].rstrip(" {")
     summary = (f"{class_name}: {head}, converted from the Lua Torch file {source_name or '(a Lua object)'} by "
                f"fbresnet-port (python -m fbresnet_port.convert --format python).")
