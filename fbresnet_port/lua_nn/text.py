@@ -533,6 +533,7 @@ class LuaMaskedSelect(_PairModule):
     order (the mask may have another shape with as many elements, as in TH)."""
 
     lua_types = ("nn.MaskedSelect",)
+    lua_table_grad_input = False  # Lua's __init leaves gradInput a tensor (its :type() calls gradInput:type)
 
     def forward(self, input: list[torch.Tensor]) -> torch.Tensor:
         t, mask = self.pair(input)
@@ -541,6 +542,6 @@ class LuaMaskedSelect(_PairModule):
         return t.masked_select(mask.reshape(t.shape) != 0)
 
     def lua_fields(self) -> dict[str, Any]:
-        return dict(gradInput=t7.LuaTable(), _maskIndices=empty_tensor(torch.int64),
+        return dict(_maskIndices=empty_tensor(torch.int64),
                     _maskIndexBuffer=empty_tensor(torch.int64), _maskIndexBufferCPU=empty_tensor(),
                     _gradBuffer=empty_tensor(), _gradMask=empty_tensor(torch.uint8))
