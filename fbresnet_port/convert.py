@@ -1,5 +1,8 @@
-"""``python -m fbresnet_port.convert MODEL.t7 OUT.pt [--format state-dict|torchscript|torchvision]``: turn a Lua
-Torch ``nn`` model into a PyTorch file.
+"""``python -m fbresnet_port.convert MODEL.t7 OUT.pt [--format state-dict|torchscript|torchvision|export|onnx]``:
+turn a Lua Torch ``nn`` model into a PyTorch file.
+
+``--format export`` writes a ``torch.export`` program (``torch.export.load(path).module()`` runs it), ``--format onnx``
+an ONNX file checked with onnxruntime; both with a dynamic batch dimension (:mod:`fbresnet_port.export`).
 
 ``--format torchscript`` writes a traced module that plain PyTorch runs (``torch.jit.load``); ``--format torchvision
 --arch densenet121`` a torchvision state dict (:mod:`models.torchvision_weights`). The default output holds ``{'format': 'fbresnet-port/lua-model', 'version': 2, 'lua_tree': ..., 'state_dict': ...}``
@@ -20,7 +23,7 @@ import click
 import torch
 from torch import nn
 
-from . import fileio, t7
+from . import export, fileio, t7
 from .errors import UserError, unreadable_t7
 from .lua_nn import LuaModule, from_lua, load_lua_model, to_lua
 
@@ -281,7 +284,8 @@ def summary(model: nn.Module) -> str:
     return "\n".join(lines)
 
 
-FORMATS = ("state-dict", "torchscript", "torchvision")
+FORMATS = ("state-dict", "torchscript", "torchvision", "export", "onnx")
+_TRACED = ("torchscript", "export", "onnx")  # the formats that run the model on an --input-shape example
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -289,11 +293,17 @@ FORMATS = ("state-dict", "torchscript", "torchvision")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="state-dict", show_default=True,
               help="state-dict: this package's file (load_converted rebuilds the module); torchscript: a traced "
-                   "module that plain PyTorch runs (torch.jit.load); torchvision: a torchvision state dict (--arch)")
+                   "module that plain PyTorch runs (torch.jit.load); torchvision: a torchvision state dict (--arch); "
+                   "export: a torch.export program (.pt2, torch.export.load); onnx: an ONNX file checked with "
+                   "onnxruntime (pip install .[onnx])")
 @click.option("--input-shape", default="1,3,224,224", show_default=True,
-              help="input shape to trace with (--format torchscript), e.g. 1,3,32,32 for CIFAR nets")
+              help="input shape to trace with (--format torchscript, export, onnx), e.g. 1,3,32,32 for CIFAR nets; "
+                   "export and onnx keep the first size (the batch) dynamic")
+@click.option("--input-dtype", type=click.Choice(export.INPUT_DTYPES), default="model", show_default=True,
+              help="dtype of the example input (--format export, onnx): the model's floating dtype, or an index "
+                   "dtype (int64) for models that take indices, such as nn.LookupTable")
 @click.option("--arch", default=None, help="torchvision architecture for --format torchvision, e.g. densenet121, resnet50")
-def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) -> None:
+def main(model_t7: str, out: str, fmt: str, input_shape: str, input_dtype: str, arch: str | None) -> None:
     """Convert the Lua Torch nn model MODEL_T7 (a torch.save file) to the PyTorch file OUT."""
     try:
         if not os.path.isfile(model_t7):
@@ -306,7 +316,7 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) 
         if fmt == "torchvision" and not arch:
             raise UserError("--format torchvision needs --arch (densenet121, densenet169, densenet201, densenet161, "
                             "resnet18, resnet34, resnet50, resnet101 or resnet152)")
-        shape = parse_shape(input_shape) if fmt == "torchscript" else ()
+        shape = parse_shape(input_shape) if fmt in _TRACED else ()
         try:
             obj = t7.load(model_t7)
         except t7.T7FormatError as err:
@@ -317,10 +327,15 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) 
             raise UserError(f"{model_t7} is a checkpoint index (latest.t7), not a Lua nn module; convert the model "
                             f"file it names: {named} (the run's model_<epoch>.t7 files)")
         model = load_lua_model(obj)
+        checked = ""
         if fmt == "state-dict":
             save_converted(model, out)
         elif fmt == "torchscript":
             save_torchscript(model, out, shape)
+        elif fmt == "export":
+            checked = export.save_export(model, out, shape, input_dtype)
+        elif fmt == "onnx":
+            checked = export.save_onnx(model, out, shape, input_dtype)
         else:
             from models.torchvision_weights import to_torchvision_state_dict
             _atomic_torch_save(to_torchvision_state_dict(model, arch), out)
@@ -329,6 +344,8 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None) 
         sys.exit(1)
     click.echo(summary(model))
     click.echo(f"wrote {out} ({fmt})")
+    if checked:
+        click.echo(checked)
 
 
 if __name__ == "__main__":
