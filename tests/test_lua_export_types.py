@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import MODEL_CASES, REFERENCE_DIR, ZOO_CASES, require
-from fbresnet_port import t7
+from fbresnet_port import opts, t7
 from fbresnet_port.lua_nn import REGISTRY, from_lua, to_lua
 
 ZOO_GROUPS = ["zoo_graph", "zoo_legacy", "zoo_rnn", "zoo_text"]
@@ -115,3 +115,25 @@ def test_masked_select_and_seqlstm_export_the_constructor_layout(lua_classes):
     lstm = to_lua(from_lua(instances["nn.SeqLSTM"]))
     assert isinstance(lstm.gradInput, t7.LuaList)
     assert [id(t) for t in lstm.gradInput] == [id(lstm.grad_c0), id(lstm.grad_h0), id(lstm.grad_x)]
+
+
+@pytest.mark.parametrize("case", ["resnet_cifar10_d20_A", "preresnet_cifar10_d20", "densenet_cifar10_d40_k12_nobc_om2",
+                                  "densenet_cifar10_d100_k12_bc_om4"])
+def test_natively_built_models_export_fields_lua_gave(case, lua_classes):
+    """The models this port builds itself (models/*.py, torch.nn layers) export through their own to_lua and the
+    torch.nn exporters: every object of the tree, checked the same way."""
+    import models
+    kinds, _ = lua_classes
+    manifest = json.loads(require(REFERENCE_DIR / case / "manifest.json").read_text())
+    flags = manifest.get("flags") or manifest["command_line"].split()
+    model = models.create(opts.parse([str(f) for f in flags], check_dirs=False))
+    wrong, checked = [], 0
+    for obj in objects(to_lua(model), set()):
+        for key, value in obj.fields.items():
+            lua_kinds = kinds.get(obj.typename, {}).get(key)
+            if lua_kinds is not None:
+                checked += 1
+                if kind(value) not in lua_kinds:
+                    wrong.append(f"{obj.typename}.{key}: exported as a {kind(value)}, Lua has a "
+                                 f"{' or '.join(sorted(lua_kinds))}")
+    assert checked > 100 and not wrong, "\n".join(wrong)
