@@ -20,6 +20,7 @@ import warnings
 from typing import Any
 
 import click
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,7 +46,7 @@ def encode_tree(value: Any, stored: "_StoredTensors | None" = None) -> dict[str,
 
 
 class _TreeEncoder:
-    """:func:`encode_tree`: the object table is filled breadth-first (no recursion, however deep the tree)."""
+    """:func:`encode_tree`: the object table is filled from a work list (no recursion, however deep the tree)."""
 
     def __init__(self, stored: "_StoredTensors | None"):
         self.stored = stored
@@ -63,6 +64,8 @@ class _TreeEncoder:
     def value(self, x: Any) -> Any:
         if x is None or isinstance(x, (str, bytes, bool, int, float)):
             return x
+        if isinstance(x, np.generic):
+            return x.item()  # a numpy number or boolean
         if not isinstance(x, (t7.TorchObject, t7.Storage, t7.LuaFunction, t7.TdsAtomicCounter, dict, list, tuple,
                               torch.Tensor)):
             return None  # nothing else is needed to rebuild a module
