@@ -104,6 +104,13 @@ def test_wrong_input_shape_names_the_module(tmp_path):
     assert not (tmp_path / "m.pt2").exists()
 
 
+def test_model_whose_first_dimension_is_not_a_batch_is_a_clear_error(tmp_path):
+    """zoo_tables (Narrow, Select, JoinTable ... over its 3x4x5x7 input) fixes the size of dimension 0."""
+    err = _error(str(reference("zoo_tables", "model.t7")), str(tmp_path / "m.pt2"), "--format", "export",
+                 "--input-shape", "3,4,5,7")
+    assert "the model fixes the size of dimension 0, so it cannot be a dynamic batch dimension" in err
+
+
 def test_data_dependent_module_is_named(tmp_path):
     """nn.LookupTable checks its indices' range (a branch on tensor values): torch.export cannot trace it."""
     case = reference("zoo_text", "temporal_1d", "model.t7")
