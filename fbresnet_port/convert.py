@@ -1,11 +1,15 @@
-"""``python -m fbresnet_port.convert MODEL.t7 OUT.pt [--format state-dict|torchscript|torchvision]``: turn a Lua
-Torch ``nn`` model into a PyTorch file.
+"""``python -m fbresnet_port.convert MODEL.t7 OUT.pt [--format state-dict|torchscript|torchvision|export|onnx]``:
+turn a Lua Torch ``nn`` model into a PyTorch file.
+
+``--format export`` writes a ``torch.export`` program (``torch.export.load(path).module()`` runs it), ``--format onnx``
+an ONNX file checked with onnxruntime; both with a dynamic batch dimension (:mod:`fbresnet_port.export`).
 
 ``--format torchscript`` writes a traced module that plain PyTorch runs (``torch.jit.load``); ``--format torchvision
---arch densenet121`` a torchvision state dict (:mod:`models.torchvision_weights`). The default output holds ``{'format': 'fbresnet-port/lua-model', 'version': 1, 'lua_tree': ..., 'state_dict': ...}``
+--arch densenet121`` a torchvision state dict (:mod:`models.torchvision_weights`). The default output holds ``{'format': 'fbresnet-port/lua-model', 'version': 2, 'lua_tree': ..., 'state_dict': ...}``
 where ``lua_tree`` is the model exported back to its Lua module tree (:func:`lua_nn.to_lua`) encoded as
-plain dicts, lists, strings, numbers and tensors, so that ``torch.load(path, weights_only=True)`` reads
-it; :func:`load_converted` rebuilds the module from it.
+plain dicts, lists, strings, numbers and tensors (:func:`encode_tree`: an object table that keeps shared
+and cyclic references and non-string keys), so that ``torch.load(path, weights_only=True)`` reads it;
+:func:`load_converted` rebuilds the module from it (version-1 files too).
 """
 from __future__ import annotations
 
@@ -17,55 +21,156 @@ import warnings
 from typing import Any
 
 import click
+import numpy as np
 import torch
 from torch import nn
 
-from . import fileio, t7
+from . import export, fileio, t7
 from .errors import UserError, unreadable_t7
 from .lua_nn import LuaModule, from_lua, load_lua_model, to_lua
 
 FORMAT = "fbresnet-port/lua-model"
-VERSION = 1
+VERSION = 2  # 2: the Lua tree as an object table (encode_tree); 1: nested data, still read
 _GRAD_FIELDS = ("gradWeight", "gradBias")
 
 
-def encode_tree(value: Any, stored: "_StoredTensors | None" = None) -> Any:
+def encode_tree(value: Any, stored: "_StoredTensors | None" = None) -> dict[str, Any]:
     """A Lua value (``t7`` objects) as plain Python data that ``torch.load(weights_only=True)`` accepts.
 
+    Every table, list, torch object, storage, function and tensor is one entry of an object table
+    (``{'objects': [...], 'root': value}``) and referenced by its index (``{'ref': i}``), so an object referenced
+    twice stays one object (nngraph's nodes, shared modules), cycles survive, and so do keys that are not strings:
+    numbers, booleans (``{'bool': b}``) and tables or objects (``{'ref': i}``, e.g. nngraph's ``mapindex``).
     With ``stored``, a floating tensor equal to one of the state dict's is written as its shape and dtype only
-    (the state dict holds the values), so each parameter is stored once."""
-    if isinstance(value, t7.TorchObject):
-        fields = {k: encode_tree(v, stored) for k, v in value.fields.items()
-                  if isinstance(k, str) and k not in _GRAD_FIELDS}
-        return {"__class__": value.typename, "__version__": value.version, "fields": fields}
-    if isinstance(value, t7.Storage):
-        return {"__storage__": value.typename, "tensor": value.tensor}
-    if isinstance(value, t7.LuaList):
-        return [encode_tree(v, stored) for v in value]
-    if isinstance(value, dict):
-        return {"__table__": {k: encode_tree(v, stored) for k, v in value.items() if isinstance(k, str)}}
-    if isinstance(value, torch.Tensor) and stored is not None and stored.holds(value):
-        return {"__placeholder__": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
-    if isinstance(value, (torch.Tensor, str, int, float, bool)) or value is None:
-        return value
-    return None  # Lua functions and other opaque values are not needed to rebuild a module
+    (the state dict holds the values), so each parameter is stored once; ``gradWeight``/``gradBias`` are left out."""
+    return _TreeEncoder(stored).encode(value)
 
 
-def decode_tree(value: Any) -> Any:
+class _TreeEncoder:
+    """:func:`encode_tree`: the object table is filled from a work list (no recursion, however deep the tree)."""
+
+    def __init__(self, stored: "_StoredTensors | None"):
+        self.stored = stored
+        self.objects: list[Any] = []
+        self.index: dict[int, int] = {}  # id(object) -> its entry
+        self.pending: list[Any] = []
+
+    def encode(self, root: Any) -> dict[str, Any]:
+        encoded_root = self.value(root)
+        while self.pending:
+            obj = self.pending.pop()
+            self.objects[self.index[id(obj)]] = self.entry(obj)
+        return {"objects": self.objects, "root": encoded_root}
+
+    def value(self, x: Any) -> Any:
+        if x is None or isinstance(x, (str, bytes, bool, int, float)):
+            return x
+        if isinstance(x, np.generic):
+            return x.item()  # a numpy number or boolean
+        if not isinstance(x, (t7.TorchObject, t7.Storage, t7.LuaFunction, t7.TdsAtomicCounter, dict, list, tuple,
+                              torch.Tensor)):
+            return None  # nothing else is needed to rebuild a module
+        if id(x) not in self.index:
+            self.index[id(x)] = len(self.objects)
+            self.objects.append(None)
+            self.pending.append(x)
+        return {"ref": self.index[id(x)]}
+
+    def key(self, k: Any) -> Any:
+        if isinstance(k, (t7.BoolKey, bool)):
+            return {"bool": bool(k.value if isinstance(k, t7.BoolKey) else k)}
+        return self.value(k.obj if isinstance(k, t7.IdKey) else k)
+
+    def items(self, table: dict, skip: tuple[str, ...] = ()) -> list[list[Any]]:
+        return [[self.key(k), self.value(v)] for k, v in table.items()
+                if not (k in skip and isinstance(v, torch.Tensor))]
+
+    def entry(self, x: Any) -> dict[str, Any]:
+        if isinstance(x, torch.Tensor):
+            if self.stored is not None and self.stored.holds(x):
+                return {"kind": "placeholder", "shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")}
+            return {"kind": "tensor", "tensor": x.detach()}
+        if isinstance(x, t7.TorchObject):
+            return {"kind": "object", "class": x.typename, "version": x.version,
+                    "items": self.items(x.fields, _GRAD_FIELDS)}
+        if isinstance(x, t7.Storage):
+            return {"kind": "storage", "class": x.typename, "tensor": x.tensor}
+        if isinstance(x, t7.LuaFunction):
+            return {"kind": "function", "bytecode": x.bytecode, "upvalues": self.value(x.upvalues),
+                    "type_code": x.type_code}
+        if isinstance(x, t7.TdsAtomicCounter):
+            return {"kind": "tds.AtomicCounter", "class": x.typename, "version": x.version, "value": x.value}
+        if isinstance(x, t7.TdsHash):
+            return {"kind": "tds.Hash", "class": x.typename, "version": x.version, "items": self.items(x)}
+        if isinstance(x, t7.TdsVec):
+            return {"kind": "tds.Vec", "class": x.typename, "version": x.version, "items": [self.value(v) for v in x]}
+        if isinstance(x, dict):
+            return {"kind": "table", "items": self.items(x)}
+        return {"kind": "list", "items": [self.value(v) for v in x]}
+
+
+def decode_tree(data: Any) -> Any:
     """Inverse of :func:`encode_tree` (placeholders become zero tensors of their shape and dtype)."""
+    entries = data["objects"]
+    objects = [_shell(e) for e in entries]
+
+    def value(v: Any) -> Any:
+        return objects[v["ref"]] if isinstance(v, dict) else v
+
+    def key(k: Any) -> Any:
+        if isinstance(k, dict):
+            return t7.BoolKey(k["bool"]) if "bool" in k else t7.IdKey(objects[k["ref"]])
+        return k
+
+    for obj, e in zip(objects, entries):
+        if e["kind"] in ("table", "object", "tds.Hash"):
+            table = obj.fields if e["kind"] == "object" else obj
+            for k, v in e["items"]:
+                table[key(k)] = value(v)
+        elif e["kind"] in ("list", "tds.Vec"):
+            obj.extend(value(v) for v in e["items"])
+        elif e["kind"] == "function":
+            obj.upvalues = value(e["upvalues"])
+    return value(data["root"])
+
+
+def _shell(e: dict[str, Any]) -> Any:
+    """The object of one entry of :func:`encode_tree`'s table, before its contents are filled in."""
+    kind = e["kind"]
+    if kind == "tensor":
+        return e["tensor"]
+    if kind == "placeholder":
+        return torch.zeros(e["shape"], dtype=getattr(torch, e["dtype"]))
+    if kind == "object":
+        return t7.TorchObject(e["class"], t7.LuaTable(), version=e["version"])
+    if kind == "storage":
+        return t7.Storage(e["tensor"], e["class"])
+    if kind == "function":
+        return t7.LuaFunction(e["bytecode"], None, e["type_code"])
+    if kind == "tds.AtomicCounter":
+        return t7.TdsAtomicCounter(e["value"], typename=e["class"], version=e["version"])
+    if kind == "tds.Hash":
+        return t7.TdsHash(typename=e["class"], version=e["version"])
+    if kind == "tds.Vec":
+        return t7.TdsVec(typename=e["class"], version=e["version"])
+    return t7.LuaTable() if kind == "table" else t7.LuaList()
+
+
+def _decode_tree_v1(value: Any) -> Any:
+    """The tree of a version-1 file (nested plain data: shared objects were copies, non-string keys dropped)."""
     if isinstance(value, list):
-        return t7.LuaList(decode_tree(v) for v in value)
+        return t7.LuaList(_decode_tree_v1(v) for v in value)
     if isinstance(value, dict):
         if "__class__" in value:
-            fields = t7.LuaTable({k: decode_tree(v) for k, v in value["fields"].items()})
+            fields = t7.LuaTable({k: _decode_tree_v1(v) for k, v in value["fields"].items()})
             return t7.TorchObject(value["__class__"], fields, version=value["__version__"])
         if "__storage__" in value:
             return t7.Storage(value["tensor"], value["__storage__"])
         if "__table__" in value:
-            return t7.LuaTable({k: decode_tree(v) for k, v in value["__table__"].items()})
+            return t7.LuaTable({k: _decode_tree_v1(v) for k, v in value["__table__"].items()})
         if "__placeholder__" in value:
             return torch.zeros(value["__placeholder__"], dtype=getattr(torch, value["dtype"]))
-        return {k: decode_tree(v) for k, v in value.items()}
+        return {k: _decode_tree_v1(v) for k, v in value.items()}
     return value
 
 
@@ -116,9 +221,11 @@ def load_converted(path: str | os.PathLike) -> nn.Module:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path} is not a converted Lua model (expected format '{FORMAT}'); "
                         f"make one with: python -m fbresnet_port.convert MODEL.t7 {path}")
-    if data.get("version") != VERSION:
-        raise UserError(f"{path}: unsupported converted-model version {data.get('version')} (expected {VERSION})")
-    model = from_lua(decode_tree(data["lua_tree"]))
+    if data.get("version") not in (1, VERSION):
+        raise UserError(f"{path}: unsupported converted-model version {data.get('version')} (this version of "
+                        f"fbresnet_port reads 1 and {VERSION}; a newer one wrote it)")
+    decode = decode_tree if data["version"] == VERSION else _decode_tree_v1
+    model = from_lua(decode(data["lua_tree"]))
     dtype = getattr(torch, data.get("dtype", "float32"))
     if dtype.is_floating_point:
         model = model.to(dtype)
@@ -181,7 +288,8 @@ def summary(model: nn.Module) -> str:
     return "\n".join(lines)
 
 
-FORMATS = ("state-dict", "python", "torchscript", "torchvision")
+FORMATS = ("state-dict", "python", "torchscript", "torchvision", "export", "onnx")
+_TRACED = ("torchscript", "export", "onnx")  # the formats that run the model on an --input-shape example
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -190,7 +298,9 @@ FORMATS = ("state-dict", "python", "torchscript", "torchvision")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="state-dict", show_default=True,
               help="state-dict: this package's file (load_converted rebuilds the module); python: the folder OUT with "
                    "model.py (plain PyTorch source, trainable) and model.pth; torchscript: a traced module that plain "
-                   "PyTorch runs (torch.jit.load); torchvision: a torchvision state dict (--arch)")
+                   "PyTorch runs (torch.jit.load); torchvision: a torchvision state dict (--arch); export: a "
+                   "torch.export program (.pt2, torch.export.load); onnx: an ONNX file checked with onnxruntime "
+                   "(pip install .[onnx])")
 @click.option("--class-name", default=None,
               help="--format python: the name of the generated nn.Module class (default: from MODEL_T7's file name)")
 @click.option("--batch-of-one-running-stats", is_flag=True, default=False,
@@ -199,10 +309,14 @@ FORMATS = ("state-dict", "python", "torchscript", "torchvision")
                    "normalises with its running statistics instead of the batch's (default: the instance statistics "
                    "the published models were trained with)")
 @click.option("--input-shape", default="1,3,224,224", show_default=True,
-              help="input shape to trace with (--format torchscript), e.g. 1,3,32,32 for CIFAR nets")
+              help="input shape to trace with (--format torchscript, export, onnx), e.g. 1,3,32,32 for CIFAR nets; "
+                   "export and onnx keep the first size (the batch) dynamic")
+@click.option("--input-dtype", type=click.Choice(export.INPUT_DTYPES), default="model", show_default=True,
+              help="dtype of the example input (--format export, onnx): the model's floating dtype, or an index "
+                   "dtype (int64) for models that take indices, such as nn.LookupTable")
 @click.option("--arch", default=None, help="torchvision architecture for --format torchvision, e.g. densenet121, resnet50")
-def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None, class_name: str | None,
-         batch_of_one_running_stats: bool) -> None:
+def main(model_t7: str, out: str, fmt: str, input_shape: str, input_dtype: str, arch: str | None,
+         class_name: str | None, batch_of_one_running_stats: bool) -> None:
     """Convert the Lua Torch nn model MODEL_T7 (a torch.save file) to the PyTorch file (or, --format python, the
     folder) OUT."""
     try:
@@ -226,7 +340,7 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None, 
         if fmt == "torchvision" and not arch:
             raise UserError("--format torchvision needs --arch (densenet121, densenet169, densenet201, densenet161, "
                             "resnet18, resnet34, resnet50, resnet101 or resnet152)")
-        shape = parse_shape(input_shape) if fmt == "torchscript" else ()
+        shape = parse_shape(input_shape) if fmt in _TRACED else ()
         try:
             obj = t7.load(model_t7)
         except t7.T7FormatError as err:
@@ -236,8 +350,8 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None, 
             named = os.path.join(os.path.dirname(model_t7), obj["modelFile"])
             raise UserError(f"{model_t7} is a checkpoint index (latest.t7), not a Lua nn module; convert the model "
                             f"file it names: {named} (the run's model_<epoch>.t7 files)")
-        options = {"batch_of_one_running_stats": True} if batch_of_one_running_stats else None
-        model = load_lua_model(obj, options=options) if options else load_lua_model(obj)
+        model = load_lua_model(obj, options={"batch_of_one_running_stats": batch_of_one_running_stats})
+        checked = ""
         if fmt == "state-dict":
             save_converted(model, out)
         elif fmt == "python":
@@ -245,6 +359,10 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None, 
             generated = write_python(model, out, class_name=class_name, source_name=model_t7)
         elif fmt == "torchscript":
             save_torchscript(model, out, shape)
+        elif fmt == "export":
+            checked = export.save_export(model, out, shape, input_dtype)
+        elif fmt == "onnx":
+            checked = export.save_onnx(model, out, shape, input_dtype)
         else:
             from models.torchvision_weights import to_torchvision_state_dict
             _atomic_torch_save(to_torchvision_state_dict(model, arch), out)
@@ -257,6 +375,8 @@ def main(model_t7: str, out: str, fmt: str, input_shape: str, arch: str | None, 
                    f"{os.path.join(out, 'model.pth')} ({len(generated.state_dict)} tensors)")
     else:
         click.echo(f"wrote {out} ({fmt})")
+    if checked:
+        click.echo(checked)
 
 
 if __name__ == "__main__":

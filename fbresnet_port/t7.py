@@ -84,7 +84,33 @@ class NotT7FileError(T7FormatError, UserError):
 
 
 class T7WriteError(UserError, ValueError):
-    """A value Lua's ``torch.save``/``torch.load`` cannot represent (a NaN table key, a long too wide)."""
+    """A value Lua's ``torch.save``/``torch.load`` cannot represent (a NaN table key, a long too wide,
+    an integer a Lua number (a double) cannot hold exactly)."""
+
+
+class _InexactNumber(Exception):
+    """An integer that a double cannot hold exactly; ``path`` collects the keys that lead to it while the
+    writer unwinds (turned into a :class:`T7WriteError` by :func:`_write`)."""
+
+    def __init__(self, value: int):
+        super().__init__(value)
+        self.value = value
+        self.path: list[str] = []
+        self.is_key = False
+
+    def within(self, key: Any, in_list: bool = False) -> "_InexactNumber":
+        """Add the table key (or 0-based list index, ``in_list``) one level up; returns ``self``."""
+        if isinstance(key, (BoolKey, IdKey)):
+            key = key.value if isinstance(key, BoolKey) else key.obj
+        if in_list:
+            self.path.insert(0, f"[{key + 1}]")
+        elif isinstance(key, str) and key.isidentifier():
+            self.path.insert(0, f".{key}")
+        elif isinstance(key, (str, bytes, bool, int, float, np.integer, np.floating)):
+            self.path.insert(0, f"[{key!r}]")
+        else:
+            self.path.insert(0, f"[<{type(key).__name__} key>]")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1015,7 +1041,7 @@ class _Writer:
             self.int(1 if x else 0)
         elif isinstance(x, (int, float, np.integer, np.floating)):
             self.int(TYPE_NUMBER)
-            self.double(float(x))
+            self.double(_exact_double(x))
         elif isinstance(x, str):
             self.int(TYPE_STRING)
             self.string(x.encode("utf-8"))
@@ -1053,14 +1079,22 @@ class _Writer:
             items = (x.items() if isinstance(x, dict) else ((i + 1, v) for i, v in enumerate(x)))
             items = [(k, v) for k, v in items if v is not None]
             self.int(len(items))
+            in_list = not isinstance(x, dict)
             for k, v in items:
                 if isinstance(k, BoolKey):
                     k = k.value
                 elif isinstance(k, IdKey):
                     k = k.obj
                 _check_key(k, "a Lua table")
-                self.value(k)
-                self.value(v)
+                try:
+                    self.value(k)
+                except _InexactNumber as err:
+                    err.is_key = True
+                    raise
+                try:
+                    self.value(v)
+                except _InexactNumber as err:
+                    raise err.within(k - 1 if in_list else k, in_list)
         else:
             raise TypeError(f"cannot write a {type(x).__name__} to a .t7 file")
 
@@ -1077,8 +1111,11 @@ class _Writer:
             return
         if isinstance(x, TdsVec):
             self.longs([len(x)])
-            for v in x:
-                self.value(_tds_element(v, x.typename))
+            for i, v in enumerate(x):
+                try:
+                    self.value(_tds_element(v, x.typename))
+                except _InexactNumber as err:
+                    raise err.within(i, in_list=True)
             return
         items = [(k, v) for k, v in x.items() if v is not None]
         self.longs([len(items)])
@@ -1086,8 +1123,15 @@ class _Writer:
             if isinstance(k, bool) or not isinstance(k, (str, bytes, int, float, np.integer, np.floating)):
                 raise T7WriteError(f"a {x.typename} key must be a number or a string, not {type(k).__name__}")
             _check_key(k, f"a {x.typename}")
-            self.value(k)
-            self.value(_tds_element(v, x.typename))
+            try:
+                self.value(k)
+            except _InexactNumber as err:
+                err.is_key = True
+                raise
+            try:
+                self.value(_tds_element(v, x.typename))
+            except _InexactNumber as err:
+                raise err.within(k)
 
     def tensor(self, x: Any) -> None:
         typename = None
@@ -1203,6 +1247,22 @@ class _AsciiWriter(_Writer):
             self._line(" ".join(map(str, values)))
 
 
+_EXACT_INT = 2 ** 53  # every integer up to this magnitude is a double
+
+
+def _exact_double(x: int | float | np.integer | np.floating) -> float:
+    """``float(x)``; an integer a double cannot hold exactly (beyond +-2^53, e.g. 2^53 + 1, or beyond the
+    double range) raises :class:`_InexactNumber` instead of being rounded."""
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool) and abs(int(x)) > _EXACT_INT:
+        try:
+            if int(float(x)) == int(x):
+                return float(x)
+        except OverflowError:
+            pass
+        raise _InexactNumber(int(x))
+    return float(x)
+
+
 def _check_key(k: Any, where: str) -> None:
     if k is None:
         raise T7WriteError(f"a key of {where} cannot be None (nil)")
@@ -1233,7 +1293,16 @@ def _writable(t: torch.Tensor) -> torch.Tensor:
 
 
 def _write(f: BinaryIO, obj: Any, long_size: int, ascii: bool) -> None:
-    _deeply((_AsciiWriter(f) if ascii else _Writer(f, long_size)).value, obj)
+    try:
+        _deeply((_AsciiWriter(f) if ascii else _Writer(f, long_size)).value, obj)
+    except _InexactNumber as err:
+        where = f"at {''.join(err.path)} of the saved object" if err.path else "in the saved object"
+        text = str(err.value)
+        text = text if len(text) <= 30 else f"{text[:12]}... ({len(text.lstrip('-'))} digits)"
+        what = "table key" if err.is_key else "integer"
+        raise T7WriteError(f"cannot write the {what} {text} {where}: a Lua number is a double, which "
+                           f"holds integers exactly only up to +-2^53 ({_EXACT_INT}); store it as a string or "
+                           f"in a torch.LongTensor") from None
 
 
 def save(path: str | os.PathLike, obj: Any, *, long_size: int = 8, ascii: bool = False) -> None:
@@ -1243,7 +1312,8 @@ def save(path: str | os.PathLike, obj: Any, *, long_size: int = 8, ascii: bool =
     ``torch.save(path, x, 'ascii')``. Everything :func:`load` returns can be written back. Python lists
     and tuples become Lua lists, dicts become tables (``None`` values are dropped, as Lua cannot store
     nil), tensors of the same storage are written with one shared storage. Values Lua cannot read back
-    (a NaN table key, a long beyond int32 with ``long_size=4``) raise :class:`T7WriteError`.
+    (a NaN table key, a long beyond int32 with ``long_size=4``, an integer a double cannot hold exactly,
+    such as 2^53 + 1) raise :class:`T7WriteError` instead of being written inexactly.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import REPO_ROOT, reference
+from conftest import MODEL_CASES, REPO_ROOT, ZOO_CASES, reference
 from fbresnet_port import t7
-from fbresnet_port.convert import load_converted, main
+from fbresnet_port.convert import decode_tree, encode_tree, load_converted, main, save_converted
+from fbresnet_port.lua_nn import from_lua
+from zoo_fixtures import case_names, leaves, lua_file
+
+# Every Lua model fixture: the image models, the single-case zoo folders and each case of the zoo groups.
+ROUND_TRIP_CASES = MODEL_CASES + ZOO_CASES + [f"{group}/{case}" for group in ("zoo_graph", "zoo_legacy", "zoo_rnn",
+                                                                           "zoo_text") for case in case_names(group)]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -25,7 +31,7 @@ def test_convert_then_load_reproduces_lua_output(tmp_path):
     assert "nn.DenseConnectLayerCustom" in result.output and "48" in result.output
     assert "parameters: 769162" in result.output  # manifest param_count
     data = torch.load(out, weights_only=True)
-    assert data["format"] == "fbresnet-port/lua-model" and data["version"] == 1
+    assert data["format"] == "fbresnet-port/lua-model" and data["version"] == 2
     model = load_converted(out).eval()
     x = t7.load(reference("densenet_cifar10_d100_k12_bc_om4", "input.t7"))[:2]
     expected = t7.load(reference("densenet_cifar10_d100_k12_bc_om4", "output_eval.t7"))[:2]
@@ -145,3 +151,63 @@ def test_torchvision_format_exports_a_lua_model(tmp_path):
     assert (y - expected.double()).abs().max() <= 1e-6 * expected.abs().max()
     result = CliRunner().invoke(main, [str(reference(case, "model.t7")), str(out), "--format", "torchvision"])
     assert result.exit_code == 1 and "needs --arch" in result.stderr
+
+
+def _lua_outputs(model: torch.nn.Module, case: str) -> list[torch.Tensor]:
+    """The model's evaluate output on the fixture input (nn.Recursor takes one step per call, as in Lua)."""
+    x = lua_file(*case.split("/"), "input.t7")
+    with torch.no_grad():
+        return list(leaves([model(t) for t in x] if case.endswith("/recursor") else model(x)))
+
+
+@pytest.mark.parametrize("case", ROUND_TRIP_CASES)
+def test_default_format_round_trips_every_fixture(case, tmp_path):
+    """save_converted -> load_converted gives Lua's evaluate output (1e-4 of each output's largest magnitude),
+    for every family: nngraph graphs (nodes referenced from several places), rnn, legacy, text, tables."""
+    out = tmp_path / "m.pt"
+    save_converted(from_lua(lua_file(*case.split("/"), "model.t7")), out)
+    got = _lua_outputs(load_converted(out).eval(), case)
+    ref = list(leaves(lua_file(*case.split("/"), "output_eval.t7")))
+    assert len(got) == len(ref)
+    for a, e in zip(got, ref):
+        assert a.shape == e.shape and (a - e).abs().max() <= 1e-4 * e.abs().max(), case
+
+
+@pytest.mark.parametrize("case", case_names("zoo_graph"))
+def test_cli_output_of_a_graph_loads_back(case, tmp_path):
+    """The nngraph fixtures through the CLI (version 1 could not load them back: its tree copied shared nodes)."""
+    out = tmp_path / "graph.pt"
+    result = CliRunner().invoke(main, [str(reference("zoo_graph", case, "model.t7")), str(out)])
+    assert result.exit_code == 0, result.output
+    got = _lua_outputs(load_converted(out).eval(), f"zoo_graph/{case}")
+    for a, e in zip(got, leaves(lua_file("zoo_graph", case, "output_eval.t7"))):
+        assert (a - e).abs().max() <= 1e-4 * e.abs().max()
+
+
+def test_encoded_tree_keeps_shared_and_cyclic_references_and_non_string_keys(tmp_path):
+    shared = t7.LuaTable({"x": 1.5})
+    node = t7.TorchObject("nngraph.Node", {"data": shared})
+    cycle = t7.LuaTable({"name": "loop"})
+    cycle["self"] = cycle
+    tensor = torch.arange(3.0)
+    tree = t7.LuaTable({"a": shared, "b": t7.LuaList([shared, node]), 7: "seven", 2.5: "half",
+                        t7.BoolKey(True): "yes", t7.IdKey(node): 3, "cycle": cycle, "t1": tensor, "t2": tensor,
+                        "storage": t7.Storage(torch.tensor([2, 3]), "torch.LongStorage"), "big": 2**60})
+    torch.save(encode_tree(tree), tmp_path / "tree.pt")
+    back = decode_tree(torch.load(tmp_path / "tree.pt", weights_only=True))
+    assert back["a"] is back["b"][0] and back["b"][1]["data"] is back["a"] and back["a"] == {"x": 1.5}
+    assert back[7] == "seven" and back[2.5] == "half" and back[t7.BoolKey(True)] == "yes"
+    assert back[t7.IdKey(back["b"][1])] == 3  # a table key is the same object as the value elsewhere
+    assert back["cycle"]["self"] is back["cycle"] and back["t1"] is back["t2"] and torch.equal(back["t1"], tensor)
+    assert back["storage"].typename == "torch.LongStorage" and back["storage"].tensor.tolist() == [2, 3]
+    assert back["big"] == 2**60 and isinstance(back["b"], t7.LuaList) and back["b"][1].typename == "nngraph.Node"
+    assert t7.dumps(back) == t7.dumps(tree)  # the same Lua file as the original tree
+
+
+def test_version_1_files_still_load():
+    """tests/data/converted_v1_zoo_spatial.pt was written by the version-1 converter (before the object table)."""
+    path = REPO_ROOT / "tests" / "data" / "converted_v1_zoo_spatial.pt"
+    assert torch.load(path, weights_only=True)["version"] == 1
+    got = _lua_outputs(load_converted(path).eval(), "zoo_spatial")
+    expected = lua_file("zoo_spatial", "output_eval.t7")
+    assert (got[0] - expected).abs().max() <= 1e-4 * expected.abs().max()

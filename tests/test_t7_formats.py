@@ -262,6 +262,28 @@ def test_int32_extremes_fit_long_size_4():
     assert torch.equal(t7.load_bytes(t7.dumps(x, long_size=4), long_size=4), x)
 
 
+@pytest.mark.parametrize("obj, value, where", [
+    (2**53 + 1, "9007199254740993", "in the saved object"),
+    ({"a": [1, {"b c": -(2**53 + 1)}]}, "-9007199254740993", "at .a[2]['b c'] of"),
+    (t7.TorchObject("nn.Linear", {"n": np.int64(2**62 + 1)}), "4611686018427387905", "at .n of"),
+    ({"x": 2**1100}, "135829852904... (332 digits)", "at .x of"),  # beyond the double range
+    ({"t": {2**53 + 1: 1}}, "table key 9007199254740993", "at .t of"),
+    (t7.TdsVec([1, 2**60 + 1]), "1152921504606846977", "at [2] of"),
+])
+def test_integer_a_double_cannot_hold_is_refused(obj, value, where):
+    """Lua numbers are doubles: 2^53 + 1 would be read back as 2^53, so it is refused, naming value and path."""
+    for ascii in (False, True):
+        with pytest.raises(t7.T7WriteError) as err:
+            t7.dumps(obj, ascii=ascii)
+        assert value in str(err.value) and where in str(err.value) and "2^53" in str(err.value)
+
+
+def test_integers_a_double_holds_exactly_are_written():
+    values = {"max": 2**53, "min": -2**53, "pow": 2**60, "np": np.int64(-2**62), "small": 7}
+    back = t7.load_bytes(t7.dumps(values))
+    assert back == {k: int(v) for k, v in values.items()} and all(type(v) is int for v in back.values())
+
+
 # ------------------------------------------------------------------------------------------
 # ASCII writer
 # ------------------------------------------------------------------------------------------

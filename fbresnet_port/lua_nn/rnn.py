@@ -710,6 +710,7 @@ class LuaSeqLSTM(_RecurrentErrors, LuaModule, SeqLSTM):
         for name in ("cell", "gates", "buffer1", "buffer2", "buffer3", "grad_a_buffer", "h0", "c0",
                      "grad_c0", "grad_h0", "grad_x"):
             fields[name] = empty_tensor()
+        fields["gradInput"] = t7.LuaList([fields["grad_c0"], fields["grad_h0"], fields["grad_x"]])  # as __init
         if self.last_state is not None:
             h, c = (export_param(s) for s in self.last_state)
             fields.update(cell=c.unsqueeze(0), _output=h.unsqueeze(0))

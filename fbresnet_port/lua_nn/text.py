@@ -535,8 +535,9 @@ class LuaMaskedSelect(_PairText, MaskedSelect):
     Computed by :class:`~.standalone.text.MaskedSelect`."""
 
     lua_types = ("nn.MaskedSelect",)
+    lua_table_grad_input = False  # Lua's __init leaves gradInput a tensor (its :type() calls gradInput:type)
 
     def lua_fields(self) -> dict[str, Any]:
-        return dict(gradInput=t7.LuaTable(), _maskIndices=empty_tensor(torch.int64),
+        return dict(_maskIndices=empty_tensor(torch.int64),
                     _maskIndexBuffer=empty_tensor(torch.int64), _maskIndexBufferCPU=empty_tensor(),
                     _gradBuffer=empty_tensor(), _gradMask=empty_tensor(torch.uint8))
