@@ -61,7 +61,8 @@ def _failing_module(model: nn.Module, run: Any) -> str:
 
     handles = []
     for name, m in model.named_modules():
-        label = getattr(m, "lua_typename", type(m).__name__) + (f" at model.{name}" if name else " (the model)")
+        where = getattr(m, "lua_path", None) or (f"model.{name}" if name else "")  # the Lua path, when converted
+        label = getattr(m, "lua_typename", type(m).__name__) + (f" at {where}" if where else " (the model)")
         handles.append(m.register_forward_pre_hook(lambda *_, label=label: stack.append(label)))
         handles.append(m.register_forward_hook(leave))
     try:
