@@ -366,6 +366,17 @@ class CodeGen:
         self.root.used.add(name)
         return name
 
+    def generate(self, module: nn.Module, path: str, args: Sequence[str]) -> Value:
+        """Declare ``module`` (at Lua path ``path``) and emit its forward code on the arguments ``args`` (one: the
+        input as it is; several: a table of them); returns the output value (``None`` when a module has no code)."""
+        self.declare(module, path)
+        for a in args:
+            self.reserve(a)
+        if self.unsupported:
+            return Var("None")
+        start: Value = Var(args[0]) if len(args) == 1 else ListVal(tuple(Var(a) for a in args))
+        return self.emit(module, start)
+
     def subclass(self, module: nn.Module, path: str, name_hint: str, args: Sequence[str] = ("input",)) -> "SubModel":
         """Write ``module`` (a subtree) as an ``nn.Module`` class of its own in the generated file (its leaves in
         its ``__init__``, its code in its ``forward``), e.g. the step module an rnn LSTM runs once per time step.
@@ -378,13 +389,7 @@ class CodeGen:
             name, k = f"{base}{k}", k + 1
         root._class_names.add(name)
         sub = CodeGen(root)
-        sub.declare(module, path)
-        for a in args:
-            sub.reserve(a)
-        out: Value = Var("None")
-        if not sub.unsupported:
-            start: Value = Var(args[0]) if len(args) == 1 else ListVal(tuple(Var(a) for a in args))
-            out = sub.emit(module, start)
+        out = sub.generate(module, path, args)
         for cls, paths in sub.unsupported.items():
             self.unsupported.setdefault(cls, []).extend(paths)
         state, ties = _state_dict(sub)
@@ -700,14 +705,8 @@ def generate_python(model: nn.Module, class_name: str = "LuaModel", source_name:
     if not class_name.isidentifier() or keyword.iskeyword(class_name):
         raise LuaModelError(f"--class-name {class_name!r} is not a valid Python class name")
     g = CodeGen()
-    g.declare(model, "model")
     root_args = tuple(getattr(model, "python_forward_args", ("input",)))
-    for a in root_args:
-        g.reserve(a)
-    out: Value = Var("None")
-    if not g.unsupported:
-        start: Value = Var(root_args[0]) if len(root_args) == 1 else ListVal(tuple(Var(a) for a in root_args))
-        out = g.emit(model, start)
+    out = g.generate(model, "model", root_args)
     if g.unsupported:
         lines = [f"no standalone PyTorch code for {sum(map(len, g.unsupported.values()))} module(s) of "
                  f"{len(g.unsupported)} class(es):"]
