@@ -34,7 +34,7 @@ from datasets.imagenet import MEANSTD, UnreadableImage, load_image
 
 from . import cpu_memory, t7
 from .errors import UserError
-from .train import lua_tostring
+from .metrics import lua_tostring
 
 __all__ = ["IMAGE_EXTENSIONS", "imagenet_labels", "load_network", "strip_classifier", "preprocess",
            "Network", "Batch", "iter_batches", "list_images", "classify_main", "extract_main"]

@@ -33,7 +33,7 @@ from torch import nn
 
 from . import distributed
 from .errors import UserError
-from .metrics import format_progress, progress_interval
+from .metrics import format_progress, lua_tostring, progress_interval
 from .opts import apply_backend_flags
 
 __all__ = [
@@ -50,11 +50,6 @@ NESTEROV_MESSAGE = "Nesterov momentum requires a momentum and zero dampening"
 
 # ---------------------------------------------------------------------------------------------
 # Log lines (Lua string.format == C printf for these conversions)
-
-def lua_tostring(x: float) -> str:
-    """Lua ``tostring`` of a number (``%.14g``)."""
-    return "%.14g" % x
-
 
 def format_train_line(epoch: int, n: int, size: int, elapsed: float, data_time: float,
                       loss: float, top1: float, top5: float, lr: float) -> str:

@@ -78,6 +78,15 @@ def _assert_rows_match_log(rows: list[metrics.EpochMetrics], out: str) -> None:
         assert "%.6g" % r.lr == m.group(7)
 
 
+def _assert_lua_numbers(path) -> None:
+    """metrics.csv writes every number as Lua's tostring (%.14g): with -LR 0.1 -nEpochs 2, the CIFAR schedule's
+    epochs 1 and 2 train at 0.1 * 0.1^1 and 0.1 * 0.1^2, which Lua prints 0.01 and 0.001."""
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+    assert [r[6] for r in rows] == ["0.01", "0.001"]
+    assert all(f == "%.14g" % float(f) and len(f.replace("-", "").replace(".", "").split("e")[0]) <= 14
+               for r in rows for f in r[1:])
+
+
 def test_interrupted_save_resumes_exactly(tmp_path, gen_dir, monkeypatch, capsys):
     """Interrupt between model_best.t7 and latest.t7 of epoch 2 (-nThreads 0): the folder stays at
     epoch 1; -resume redoes epoch 2 and gets bit-identical weights, momentum and metrics."""
@@ -102,6 +111,7 @@ def test_interrupted_save_resumes_exactly(tmp_path, gen_dir, monkeypatch, capsys
     rows = metrics.read_metrics(save / "metrics.csv")
     assert [r.epoch for r in rows] == [1, 2]
     _assert_rows_match_log(rows, first)
+    _assert_lua_numbers(save / "metrics.csv")
     (save / ".latest.t7.k1ll3d.tmp").write_bytes(b"half")   # a write cut by a kill -9
     (save / ".notes.txt.tmp").write_bytes(b"someone else's")
 
