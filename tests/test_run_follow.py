@@ -208,9 +208,33 @@ def test_plot_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert err == "error: plotting needs matplotlib, which is not installed: pip install matplotlib\n"
 
 
+def _plot_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fbresnet_port.plot", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
 def test_plot_cli_module(tmp_path):
-    """`python -m fbresnet_port.plot` is wired (without matplotlib it must still fail cleanly)."""
-    result = subprocess.run([sys.executable, "-m", "fbresnet_port.plot", str(tmp_path / "nothing")],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    """`python -m fbresnet_port.plot` parses its arguments with click, as the other commands do; every mistake is
+    one `error:` line (without matplotlib too)."""
+    result = _plot_cli(str(tmp_path / "nothing"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "metrics.csv: no such file" in result.stderr
+    assert result.stderr.count("\n") == 1 and "error: " in result.stderr and "metrics.csv: no such file" in result.stderr
+    helped = _plot_cli("--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("Usage: python -m fbresnet_port.plot [OPTIONS] SAVE")
+    assert "-o, --output FILE" in helped.stdout and _plot_cli("-h").stdout == helped.stdout
+    for args, message in (((), "error: Missing argument 'SAVE'."),
+                          ((str(tmp_path), "extra"), "error: Got unexpected extra argument (extra)"),
+                          ((str(tmp_path), "--colour", "red"), "error: No such option '--colour'")):
+        result = _plot_cli(*args)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(message) and "see python -m fbresnet_port.plot --help" in result.stderr
+
+
+def test_plot_cli_writes_the_png(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib (optional, for plots) is not installed")
+    for r in _rows():
+        metrics.write_metrics(tmp_path, r)
+    result = _plot_cli(str(tmp_path), "-o", str(tmp_path / "run.png"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{tmp_path / 'run.png'}\n"
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
