@@ -48,7 +48,7 @@ def seed_everything(seed: int) -> None:
 def run(argv: list[str], prog: str = "main.py") -> None:
     from fbresnet_port import opts
     from fbresnet_port.dataloader import DataLoader
-    from fbresnet_port.train import Trainer, format_results
+    from fbresnet_port.train import Trainer, format_results, sgd_state
     import models
 
     opt = opts.parse(argv, prog=prog)
@@ -66,6 +66,15 @@ def run(argv: list[str], prog: str = "main.py") -> None:
         raise UserError(f"-resume {opt.resume}: that run already finished epoch {int(checkpoint['epoch'])} of "
                         f"-nEpochs {int(opt.nEpochs)}, so nothing would be trained; raise -nEpochs to train on, "
                         f"or add -testOnly true to test its model")
+    # The cheap preconditions and the data come before the model is built (and printed), so a mistake in them
+    # is the first line the user sees. Neither draws from the RNG, so the seeded weights are unchanged.
+    sgd_state(opt, optim_state)
+    if not main_process:
+        distributed.barrier()  # rank 0 builds the dataset cache first
+    train_loader, val_loader = DataLoader.create(opt)
+    if main_process:
+        distributed.barrier()
+
     model, criterion = models.setup(opt, checkpoint)
     if checkpoint is not None or opt.retrain != "none":
         source = f"-resume {opt.resume}" if checkpoint else f"-retrain {opt.retrain}"
@@ -76,12 +85,6 @@ def run(argv: list[str], prog: str = "main.py") -> None:
         model = distributed.wrap_model(model, device)
     elif device.type == "cuda" and opt.nGPU > 1:
         model = torch.nn.DataParallel(model, device_ids=list(range(int(opt.nGPU))))
-
-    if not main_process:
-        distributed.barrier()  # rank 0 builds the dataset cache first
-    train_loader, val_loader = DataLoader.create(opt)
-    if main_process:
-        distributed.barrier()
     trainer = Trainer(model, criterion, opt, optim_state)
 
     if opt.testOnly:
