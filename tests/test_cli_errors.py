@@ -9,6 +9,7 @@ training), and each test checks one of them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -239,6 +240,8 @@ def test_cifar_cache_generation_shows_lua_progress(results):
     out = results["densenet_depth20_builds_16"].stdout
     assert "=> Reading CIFAR-10 dataset from" in out
     assert " | saving CIFAR-10 dataset to" in out
+    # and one progress line while the batch files are read: the sample's 5 train and 1 test files, 1000 + 200 images
+    assert re.search(r"^ \| reading 6 batch files: 1 2 3 4 5 6 \(1,200 images, \d+\.\d s\)$", out, re.M), out
     assert " * Results top1:" in out
 
 
