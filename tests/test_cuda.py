@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import data_file
 from fbresnet_port import checkpoints, distributed, opts, t7
 from fbresnet_port.train import Trainer
 from test_densenet import SMALL, _base_state, make
@@ -154,7 +153,7 @@ def test_checkpoint_written_on_gpu_resumes_on_cpu_and_back(tmp_path, capsys):
     import main
     flags = ["-netType", "densenet", "-depth", "16", "-growthRate", "6", "-bottleneck", "false", "-reduction", "1",
              "-batchSize", "50", "-manualSeed", "3", "-nThreads", "0", "-printModel", "false",
-             "-data", str(data_file("cifar-10-small-python.tar.gz")), "-gen", str(tmp_path / "gen")]
+             "-data", "sample", "-gen", str(tmp_path / "gen")]
     runs = [("cuda", 1, tmp_path / "gpu"), ("cpu", 2, tmp_path / "cpu"), ("cuda", 3, tmp_path / "gpu2")]
     previous = None
     for device, epochs, save in runs:
