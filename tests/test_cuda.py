@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import socket
 
 import pytest
 import torch
@@ -20,7 +19,8 @@ from torch import nn
 
 from fbresnet_port import checkpoints, distributed, opts, t7
 from fbresnet_port.train import Trainer
-from test_densenet import SMALL, _base_state, make
+from test_densenet import SMALL, _base_state, _step, make
+from test_distributed import _free_port
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (torch sees none here); on a GPU machine run "
@@ -44,23 +44,12 @@ def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got.double().cpu() - ref).norm() / max(1e-12, ref.norm().item())).item()
 
 
-def _forward_backward(model: nn.Module, x: torch.Tensor, grad_out: torch.Tensor, train: bool):
-    """Output, input gradient, parameter gradients and running statistics for the gradOutput ``grad_out``."""
-    model.train(train)
-    x = x.clone().requires_grad_()
-    out = model(x)
-    out.backward(grad_out.to(out.device, out.dtype))
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    stats = torch.cat([m.running_mean for m in bns] + [m.running_var for m in bns])
-    return out.detach(), x.grad, torch.cat([p.grad.flatten() for p in model.parameters()]), stats
-
-
 def _reference(level: int, train: bool, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, ...]:
     state, x = _base_state("bc40")
     grad_out = torch.randn(x.shape[0], 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     model = make(*SMALL["bc40"], "-optMemory", level).to(dtype)
     model.load_state_dict(state)
-    return _forward_backward(model.to(device), x.to(device, dtype), grad_out, train)
+    return _step(model.to(device), x.to(device, dtype), train, grad_out=grad_out)
 
 
 @functools.lru_cache(maxsize=None)
@@ -167,12 +156,6 @@ def test_checkpoint_written_on_gpu_resumes_on_cpu_and_back(tmp_path, capsys):
             errors[other] = _test_errors(capsys.readouterr().out)
         assert abs(errors["cuda"][0] - errors["cpu"][0]) <= 0.5, errors
         previous = save
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_nccl_available()),
