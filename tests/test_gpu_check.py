@@ -93,8 +93,8 @@ def test_every_step_on_the_cpu_writes_the_report(tmp_path):
     # inference: the JSON's row
     row = json.loads((raw / "inference.json").read_text())["rows"][0]
     assert f"| resnet50 | 1 | single | {row['port']:.3g} | {row['torchvision']:.3g} |" in report
-    # train: both precisions trained, and their resumed runs equal the uninterrupted ones on the CPU
-    for precision in ("single", "half"):
+    # train (--quick: single precision): the resumed run equals the uninterrupted one on the CPU
+    for precision in ("single",):
         last = (raw / f"train_{precision}.log").read_text().rstrip().splitlines()[-1]
         top1 = float(re.search(r"top1 +(\S+)", last).group(1))
         assert re.search(rf"^\| {precision} \| {top1:.2f} \| .* \| bit-identical \|$", report, re.M), report
