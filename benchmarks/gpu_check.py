@@ -442,8 +442,10 @@ def run_checks(cfg: Config, steps: list[str], budget_s: float) -> list[StepResul
                 result.status, result.detail = "failed", "tests failed (below)"
         except TimeoutError as e:
             result.status, result.detail = "timeout", str(e)
-        except (StepFailed, OSError, ValueError, KeyError) as e:
-            result.status, result.detail = "failed", f"{type(e).__name__}: {e}" if not isinstance(e, StepFailed) else str(e)
+        except StepFailed as e:
+            result.status, result.detail = "failed", str(e)
+        except Exception as e:  # noqa: BLE001 - whatever breaks in a step, the report records it and goes on
+            result.status, result.detail = "failed", f"{type(e).__name__}: {e}"
         result.seconds = time.monotonic() - started
         click.echo(f" {result.status} ({result.seconds:.0f} s)")
         write_report(cfg.out, env, results, budget_s)

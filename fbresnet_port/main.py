@@ -69,6 +69,8 @@ def run(argv: list[str], prog: str = "main.py") -> None:
     # The cheap preconditions and the data come before the model is built (and printed), so a mistake in them
     # is the first line the user sees. Neither draws from the RNG, so the seeded weights are unchanged.
     sgd_state(opt, optim_state)
+    if checkpoint is None:
+        models.check_retrain(opt)
     if not main_process:
         distributed.barrier()  # rank 0 builds the dataset cache first
     train_loader, val_loader = DataLoader.create(opt)

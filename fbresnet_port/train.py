@@ -38,7 +38,8 @@ from .opts import apply_backend_flags
 
 __all__ = [
     "Trainer", "compute_score", "multistep_lr", "cosine_lr", "format_train_line",
-    "format_test_line", "format_test_end", "format_results", "format_finished", "format_best", "lua_tostring", "sgd_state",
+    "format_test_line", "format_test_end", "format_results", "format_finished", "format_best", "lua_tostring",
+    "sgd_state",
 ]
 
 _TRAIN_LINE = (" | Epoch: [%d][%d/%d]   Time %.3f  Data %.3f  Err %1.3f  top1 %7.2f  top5 %7.2f"

@@ -222,8 +222,9 @@ def test_user_mistake_gives_a_short_error(case: Case, results):
 
 
 # Mistakes found before the model is built: no model line (nor DenseNet's layer tree) precedes the error.
-BEFORE_MODEL = ["no_data_offline", "data_text_file", "imagenet_without_val", "imagenet_missing_folder",
-                "tencrop_on_cifar", "nesterov_needs_momentum", "save_is_a_file", "gen_is_a_file", "gen_under_a_file"]
+BEFORE_MODEL = ["no_data_offline", "retrain_missing", "retrain_folder", "data_text_file", "imagenet_without_val",
+                "imagenet_missing_folder", "tencrop_on_cifar", "nesterov_needs_momentum", "save_is_a_file",
+                "gen_is_a_file", "gen_under_a_file"]
 
 
 @pytest.mark.parametrize("name", BEFORE_MODEL)

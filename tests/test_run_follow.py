@@ -218,7 +218,8 @@ def test_plot_cli_module(tmp_path):
     one `error:` line (without matplotlib too)."""
     result = _plot_cli(str(tmp_path / "nothing"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1 and "error: " in result.stderr and "metrics.csv: no such file" in result.stderr
+    assert result.stderr.count("\n") == 1 and "error: " in result.stderr
+    assert "metrics.csv: no such file" in result.stderr
     helped = _plot_cli("--help")
     assert helped.returncode == 0 and helped.stdout.startswith("Usage: python -m fbresnet_port.plot [OPTIONS] SAVE")
     assert "-o, --output FILE" in helped.stdout and _plot_cli("-h").stdout == helped.stdout
