@@ -9,6 +9,8 @@ machines: ``torchrun --nproc_per_node N main.py ...`` (DistributedDataParallel, 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import sys
@@ -66,18 +68,18 @@ def run(argv: list[str], prog: str = "main.py") -> None:
         raise UserError(f"-resume {opt.resume}: that run already finished epoch {int(checkpoint['epoch'])} of "
                         f"-nEpochs {int(opt.nEpochs)}, so nothing would be trained; raise -nEpochs to train on, "
                         f"or add -testOnly true to test its model")
-    # The cheap preconditions and the data come before the model is built (and printed), so a mistake in them
-    # is the first line the user sees. Neither draws from the RNG, so the seeded weights are unchanged.
+    # Cheap checks first: the SGD state, then the flags and -retrain/-resume files by building the model quietly;
+    # then the data; the model's lines (and DenseNet's layer tree) are printed only once the data is there, so a
+    # missing -data is the first thing the user reads.
     sgd_state(opt, optim_state)
-    if checkpoint is None:
-        models.check_retrain(opt)
+    with contextlib.redirect_stdout(io.StringIO()) as model_lines:
+        model, criterion = models.setup(opt, checkpoint)
     if not main_process:
         distributed.barrier()  # rank 0 builds the dataset cache first
     train_loader, val_loader = DataLoader.create(opt)
     if main_process:
         distributed.barrier()
-
-    model, criterion = models.setup(opt, checkpoint)
+    print(model_lines.getvalue(), end="")
     if checkpoint is not None or opt.retrain != "none":
         source = f"-resume {opt.resume}" if checkpoint else f"-retrain {opt.retrain}"
         models.check_fits_dataset(model, opt, source)
