@@ -255,8 +255,11 @@ def test_ctrl_c_exits_130_and_keeps_the_last_checkpoint(tmp_path):
     args = ["-netType", "resnet", "-depth", 20, "-batchSize", 100, "-nThreads", 0, "-nEpochs", 3,
             "-data", data_file("cifar-10-small-python.tar.gz"), "-gen", tmp_path / "gen",
             "-save", run, "-resume", run]
+    # SIGINT as a terminal delivers it, also when the suite itself runs in the background (`... &` starts
+    # commands with SIGINT ignored, and Python keeps an ignored SIGINT ignored)
     proc = subprocess.Popen([sys.executable, "main.py", *map(str, args)], cwd=REPO_ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = []
         for line in proc.stdout:  # wait until epoch 2 (the first after the checkpoint) is training
