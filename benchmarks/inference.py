@@ -2,6 +2,7 @@
 
     python benchmarks/inference.py [--models resnet50,densenet121] [--batch-sizes 1,64]
                                    [--precisions single,half] [--device cpu] [--min-time 2] [--threads N]
+                                   [--json rows.json]
 
 The port's side is exactly what classify.py runs: the network is written as a Lua ``.t7`` (this port's
 ResNet-50 / DenseNet-121 built from main.py's flags and exported with ``lua_nn.to_lua``), read back with
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import sys
 import tempfile
 import time
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="wall: images per second; cpu: images per CPU-second of this process (steadier "
                              "on a machine shared with other jobs)")
+    parser.add_argument("--json", default="", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in NETWORKS]
     if unknown:
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     header = f"{'model':<12}{'batch':>6}  {'precision':<10}{'port ' + unit:>14}{'torchvision ' + unit:>23}{'ratio':>8}"
     print(header)
     print("-" * len(header))
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             port, ref = port_model(name, Path(tmp)), torchvision_model(name)
@@ -125,6 +129,11 @@ def main(argv: list[str] | None = None) -> None:
                     a, b = images_per_second(nets, batch, args.min_time, args.min_iters, args.rounds,
                                              CLOCKS[args.clock])
                     print(f"{name:<12}{batch:>6}  {precision:<10}{a:>14.3g}{b:>23.3g}{a / b:>7.2f}x", flush=True)
+                    rows.append({"model": name, "batch": batch, "precision": precision, "port": a,
+                                 "torchvision": b, "unit": unit})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(device), "torch": torch.__version__, "rows": rows},
+                                              indent=1))
 
 
 if __name__ == "__main__":

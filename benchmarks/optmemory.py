@@ -22,7 +22,8 @@ Usage::
     python3 benchmarks/optmemory.py --largest          # largest depth within --budget GB, per level
 
 Writes ``benchmarks/results/optmemory_<device>_d<depth>_k<k>_b<batch>[_malloc-default].json``
-(``largest_...`` for --largest).
+(``largest_...`` for --largest), or ``--out FILE``. ``--device cuda`` runs the same settings on the GPU
+(``benchmarks/gpu_check.py`` passes every level in fp32 and fp16).
 """
 from __future__ import annotations
 
@@ -47,9 +48,9 @@ SETTINGS: Dict[str, tuple] = {
     **{f"level{i}": ("port", i, "single") for i in range(6)},
     "tv": ("torchvision", False, "single"),
     "tv_efficient": ("torchvision", True, "single"),
-    "level2_half": ("port", 2, "half"),
-    "level4_half": ("port", 4, "half"),
+    **{f"level{i}_half": ("port", i, "half") for i in range(6)},
     "tv_half": ("torchvision", False, "half"),
+    "tv_efficient_half": ("torchvision", True, "half"),
 }
 DEFAULT_SETTINGS = ["level0", "level1", "level2", "level3", "level4", "level5", "tv", "tv_efficient",
                     "level2_half", "level4_half", "tv_half"]
@@ -356,6 +357,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--largest", action="store_true", help="estimate the largest depth within --budget GB")
     p.add_argument("--budget", type=float, default=16.0)
     p.add_argument("--depths", default="40,64,88,112")
+    p.add_argument("--out", default="", help="JSON file to write [benchmarks/results/optmemory_<device>_...json]")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.profile_setting = args.profile
@@ -404,6 +406,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             print(f"{name} vs fp32: " + ", ".join(f"{k} {v:.2e}" for k, v in r["accuracy_vs_fp32"].items()))
     meta["loadavg_end"] = os.getloadavg()
     path = RESULTS / f"optmemory_{tag}{'' if args.malloc == 'retain' else '_malloc-' + args.malloc}.json"
+    if args.out:
+        path = Path(args.out)
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(f"wrote {path}")
 

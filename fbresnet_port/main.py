@@ -9,6 +9,8 @@ machines: ``torchrun --nproc_per_node N main.py ...`` (DistributedDataParallel, 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import sys
@@ -48,7 +50,7 @@ def seed_everything(seed: int) -> None:
 def run(argv: list[str], prog: str = "main.py") -> None:
     from fbresnet_port import opts
     from fbresnet_port.dataloader import DataLoader
-    from fbresnet_port.train import Trainer, format_results
+    from fbresnet_port.train import Trainer, format_results, sgd_state
     import models
 
     opt = opts.parse(argv, prog=prog)
@@ -75,7 +77,18 @@ def run(argv: list[str], prog: str = "main.py") -> None:
               f"-nEpochs {int(opt.nEpochs)} (raise -nEpochs to train on)")
         return
     announce_restart(opt, checkpoint)
-    model, criterion = models.setup(opt, checkpoint)
+    # Cheap checks first: the SGD state, then the flags and -retrain/-resume files by building the model quietly;
+    # then the data; the model's lines (and DenseNet's layer tree) are printed only once the data is there, so a
+    # missing -data is the first thing the user reads.
+    sgd_state(opt, optim_state)
+    with contextlib.redirect_stdout(io.StringIO()) as model_lines:
+        model, criterion = models.setup(opt, checkpoint)
+    if not main_process:
+        distributed.barrier()  # rank 0 builds the dataset cache first
+    train_loader, val_loader = DataLoader.create(opt)
+    if main_process:
+        distributed.barrier()
+    print(model_lines.getvalue(), end="")
     if checkpoint is not None or opt.retrain != "none":
         source = f"-resume {opt.resume}" if checkpoint else f"-retrain {opt.retrain}"
         models.check_fits_dataset(model, opt, source)
@@ -85,12 +98,6 @@ def run(argv: list[str], prog: str = "main.py") -> None:
         model = distributed.wrap_model(model, device)
     elif device.type == "cuda" and opt.nGPU > 1:
         model = torch.nn.DataParallel(model, device_ids=list(range(int(opt.nGPU))))
-
-    if not main_process:
-        distributed.barrier()  # rank 0 builds the dataset cache first
-    train_loader, val_loader = DataLoader.create(opt)
-    if main_process:
-        distributed.barrier()
     trainer = Trainer(model, criterion, opt, optim_state)
 
     if opt.testOnly:

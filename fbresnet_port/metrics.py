@@ -10,8 +10,9 @@ Lua's lines see nothing new:
   (of its last iteration), wall time, and the ETA of the run;
 * at the end, the best epoch and the path of its ``model_best.t7``.
 
-``metrics.csv`` in ``-save`` gets one row per epoch (columns :data:`COLUMNS`), rewritten
-atomically; a redone epoch (after ``-resume``) replaces its row and any later ones.
+``metrics.csv`` in ``-save`` gets one row per epoch (columns :data:`COLUMNS`, numbers as Lua's ``tostring``
+prints them: ``%.14g``, so ``lr`` is ``0.01``, not ``0.010000000000000002``), rewritten atomically; a redone
+epoch (after ``-resume``) replaces its row and any later ones.
 """
 from __future__ import annotations
 
@@ -26,10 +27,15 @@ from pathlib import Path
 from . import fileio
 from .errors import UserError
 
-__all__ = ["COLUMNS", "EpochMetrics", "METRICS_FILE", "format_duration", "format_progress",
+__all__ = ["COLUMNS", "EpochMetrics", "METRICS_FILE", "format_duration", "format_progress", "lua_tostring",
            "format_summary", "format_final", "progress_interval", "read_metrics", "write_metrics"]
 
 METRICS_FILE = "metrics.csv"
+
+
+def lua_tostring(x: float) -> str:
+    """Lua ``tostring`` of a number (``%.14g``), as the Lua log lines and ``metrics.csv`` write numbers."""
+    return "%.14g" % x
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,6 @@ def write_metrics(folder: str | os.PathLike, m: EpochMetrics,
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in rows:
-        writer.writerow([r.epoch, *(repr(float(v)) for v in astuple(r)[1:])])
+        writer.writerow([r.epoch, *(lua_tostring(float(v)) for v in astuple(r)[1:])])
     fileio.atomic_write_text(path, out.getvalue())
     return path

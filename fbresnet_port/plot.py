@@ -1,6 +1,6 @@
 """Draw a run's learning curves from its ``metrics.csv`` (no Lua counterpart).
 
-    python -m fbresnet_port.plot SAVE [-o curves.png]
+    python -m fbresnet_port.plot SAVE [-o curves.png]      (fbresnet-plot once the package is installed)
 
 Two panels against the epoch: the mean training loss, and the top-1 / top-5 errors of training and
 test. Needs matplotlib (optional: ``pip install matplotlib``); the PNG goes to ``SAVE/curves.png``
@@ -8,11 +8,14 @@ unless ``-o`` says otherwise.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
-from .errors import UserError
+import click
+
+from .errors import UserError, run_click
 from .metrics import METRICS_FILE, EpochMetrics, read_metrics
 
 DEFAULT_OUTPUT = "curves.png"
@@ -55,28 +58,31 @@ def plot_metrics(rows: list[EpochMetrics], output: str | Path, title: str = "") 
     return output
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fbresnet_port.plot SAVE [-o out.png]``; prints the PNG's path."""
-    parser = argparse.ArgumentParser(prog="python -m fbresnet_port.plot",
-                                     description="Plot the loss and error curves of a training run.")
-    parser.add_argument("save", help=f"the run's -save folder (holding {METRICS_FILE})")
-    parser.add_argument("-o", "--output", help=f"PNG to write [SAVE/{DEFAULT_OUTPUT}]")
-    args = parser.parse_args(argv)
-    try:
-        folder = Path(args.save)
-        csv_path = folder / METRICS_FILE
-        if not csv_path.is_file():
-            raise UserError(f"{csv_path}: no such file; give the -save folder of a run "
-                            f"(metrics.csv is written after each epoch)")
-        rows = read_metrics(csv_path)
-        if not rows:
-            raise UserError(f"{csv_path} has no epochs yet; plot again after the first epoch")
-        output = plot_metrics(rows, args.output or folder / DEFAULT_OUTPUT, title=str(folder))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(output)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("save", type=click.Path(file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help=f"PNG to write [SAVE/{DEFAULT_OUTPUT}]")
+def _plot(save: str, output: str | None) -> int:
+    """Plot the loss and error curves of a training run: SAVE is the run's -save folder (holding metrics.csv)."""
+    folder = Path(save)
+    csv_path = folder / METRICS_FILE
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path}: no such file; give the -save folder of a run "
+                        f"(metrics.csv is written after each epoch)")
+    rows = read_metrics(csv_path)
+    if not rows:
+        raise UserError(f"{csv_path} has no epochs yet; plot again after the first epoch")
+    click.echo(plot_metrics(rows, output or folder / DEFAULT_OUTPUT, title=str(folder)))
     return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``python -m fbresnet_port.plot SAVE [-o out.png]`` and ``fbresnet-plot``: prints the PNG's path; returns
+    the exit status (1 with one ``error:`` line for a mistake)."""
+    if prog is None:  # the console script's name, else the module form
+        script = os.path.basename(sys.argv[0]) if argv is None else ""
+        prog = script if script.startswith("fbresnet-") else "python -m fbresnet_port.plot"
+    return run_click(_plot, argv, prog, prefix="error: ")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from datasets import transforms as T
 from datasets.imagenet import MEANSTD, UnreadableImage, load_image
 
 from . import cpu_memory, t7
-from .errors import UserError
-from .train import lua_tostring
+from .errors import UserError, run_click
+from .metrics import lua_tostring
 
 __all__ = ["IMAGE_EXTENSIONS", "imagenet_labels", "load_network", "strip_classifier", "preprocess",
            "Network", "Batch", "iter_batches", "list_images", "classify_main", "extract_main"]
@@ -227,21 +227,6 @@ def _common_options(f: Callable) -> Callable:
     return f
 
 
-def _run_click(command: click.Command, argv: Optional[Sequence[str]], prog: str) -> int:
-    """Run ``command`` with every error as one ``stderr`` line and exit status 1."""
-    try:
-        return command.main(args=list(sys.argv[1:] if argv is None else argv), prog_name=prog,
-                            standalone_mode=False) or 0
-    except click.exceptions.Exit as e:      # --help
-        return e.exit_code
-    except click.ClickException as e:
-        click.echo(f"{e.format_message()} (see {prog} --help)", err=True)
-        return 1
-    except UserError as e:
-        click.echo(str(e), err=True)
-        return 1
-
-
 def _check_batch_size(n: int) -> None:
     if n < 1:
         raise ArgumentError(f"-batchSize {n}: must be a positive integer")
@@ -394,9 +379,9 @@ def _extract(args: tuple[str, ...], device: str, precision: str, batch_size: int
 
 def classify_main(argv: Optional[Sequence[str]] = None, prog: str = "classify.py") -> int:
     """Entry point of ``pretrained/classify.py``; returns the exit status."""
-    return _run_click(_classify, argv, prog)
+    return run_click(_classify, argv, prog)
 
 
 def extract_main(argv: Optional[Sequence[str]] = None, prog: str = "extract-features.py") -> int:
     """Entry point of ``pretrained/extract-features.py``; returns the exit status."""
-    return _run_click(_extract, argv, prog)
+    return run_click(_extract, argv, prog)

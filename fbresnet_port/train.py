@@ -34,12 +34,13 @@ from torch import nn
 from . import distributed
 from .checkpoints import kill_hook
 from .errors import UserError
-from .metrics import format_progress, progress_interval
+from .metrics import format_progress, lua_tostring, progress_interval
 from .opts import apply_backend_flags
 
 __all__ = [
     "Trainer", "compute_score", "multistep_lr", "cosine_lr", "format_train_line",
     "format_test_line", "format_test_end", "format_results", "format_finished", "format_best", "lua_tostring",
+    "sgd_state",
 ]
 
 _TRAIN_LINE = (" | Epoch: [%d][%d/%d]   Time %.3f  Data %.3f  Err %1.3f  top1 %7.2f  top5 %7.2f"
@@ -51,11 +52,6 @@ NESTEROV_MESSAGE = "Nesterov momentum requires a momentum and zero dampening"
 
 # ---------------------------------------------------------------------------------------------
 # Log lines (Lua string.format == C printf for these conversions)
-
-def lua_tostring(x: float) -> str:
-    """Lua ``tostring`` of a number (``%.14g``)."""
-    return "%.14g" % x
-
 
 def format_train_line(epoch: int, n: int, size: int, elapsed: float, data_time: float,
                       loss: float, top1: float, top5: float, lr: float) -> str:
@@ -179,6 +175,18 @@ def _fresh_optim_state(opt: Any) -> dict[str, Any]:
             "nesterov": True, "dampening": 0.0, "weightDecay": opt.weightDecay}
 
 
+def sgd_state(opt: Any, optim_state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``optim.sgd`` table training starts from (a loaded optimState, else train.lua's fresh one), checked
+    before any model is built: Nesterov momentum needs a momentum and zero dampening (as optim.sgd asserts)."""
+    state = dict(optim_state) if optim_state is not None else _fresh_optim_state(opt)
+    momentum = float(state.get("momentum", 0.0))
+    dampening = float(state.get("dampening", momentum))
+    if bool(state.get("nesterov", False)) and (momentum <= 0 or dampening != 0):
+        raise UserError(f"{NESTEROV_MESSAGE} (got momentum {lua_tostring(momentum)}, "
+                        f"dampening {lua_tostring(dampening)}); use -momentum > 0")
+    return state
+
+
 class Trainer:
     """Port of ``resnet.Trainer`` (train.lua): SGD training and validation epochs with Lua logs.
 
@@ -193,7 +201,7 @@ class Trainer:
         self.criterion = criterion
         self.opt = opt
         self.params = list(model.parameters())  # getParameters() order
-        state = dict(optim_state) if optim_state is not None else _fresh_optim_state(opt)
+        state = sgd_state(opt, optim_state)
 
         self.current_lr = float(state.get("learningRate", 1e-3))
         self.lr_decay = float(state.get("learningRateDecay", 0.0))
@@ -203,9 +211,6 @@ class Trainer:
         self.weight_decay = float(state.get("weightDecay", 0.0))
         self.eval_counter: int | None = (int(state["evalCounter"]) if "evalCounter" in state
                                          else None)
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise UserError(f"{NESTEROV_MESSAGE} (got momentum {lua_tostring(self.momentum)}, "
-                            f"dampening {lua_tostring(self.dampening)}); use -momentum > 0")
         # A model without parameters can still be validated (getParameters() is empty in Lua).
         self.optimizer = torch.optim.SGD(
             self.params or [torch.zeros(0, requires_grad=True)], lr=self.current_lr,

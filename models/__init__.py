@@ -33,7 +33,8 @@ from models import torchvision_weights
 from models.lua_weights import LuaWeightsMismatch, load_lua_weights, structure_mismatch
 from models.resnet import CIFAR_CLASSES, lua_number
 
-__all__ = ["available", "create", "setup", "replace_classifier", "load_model_file", "check_fits_dataset"]
+__all__ = ["available", "create", "check_retrain", "setup", "replace_classifier", "load_model_file",
+           "check_fits_dataset"]
 
 MODELS_DIR = Path(__file__).resolve().parent
 
@@ -146,6 +147,19 @@ def _import_weights(model: nn.Module, lua_model: Any, path: str, model_tree: Any
     return lua_nn.from_lua(lua_model)
 
 
+def check_retrain(opt: Any) -> str | None:
+    """The ``-retrain`` file (None for ``none``), checked to be a file: main.py asks before building anything."""
+    source = str(getattr(opt, "retrain", "none"))
+    if source == "none":
+        return None
+    if os.path.isdir(source):
+        raise UserError(f"-retrain {source} is a folder; give a model file such as {source}/model_best.t7 "
+                        f"(use -resume {source} to continue that run)")
+    if not os.path.isfile(source):
+        raise UserError(f"File not found: {source}")
+    return source
+
+
 def setup(opt: Any, checkpoint: Mapping[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
     """Port of ``M.setup(opt, checkpoint)``; returns ``(model, criterion)``.
 
@@ -173,12 +187,7 @@ def setup(opt: Any, checkpoint: Mapping[str, Any] | None = None) -> tuple[nn.Mod
         if getattr(opt, "resetClassifier", False):
             replace_classifier(model, opt.nClasses)  # §9 #10: the checkpoint has the nClasses-way classifier
     elif str(getattr(opt, "retrain", "none")) != "none":
-        source = str(opt.retrain)
-        if os.path.isdir(source):
-            raise UserError(f"-retrain {source} is a folder; give a model file such as {source}/model_best.t7 "
-                            f"(use -resume {source} to continue that run)")
-        if not os.path.isfile(source):
-            raise UserError(f"File not found: {source}")
+        source = check_retrain(opt)
         flag, fix = "-retrain", _RETRAIN_FIX
         print(f"Loading model from file: {source}")
     if source is not None and checkpoint is None and torchvision_weights.is_torch_file(source):

@@ -9,6 +9,7 @@ training), and each test checks one of them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from typing import Callable
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO_ROOT, data_file, reference
 from fbresnet_port import t7
@@ -78,7 +80,8 @@ CASES = [
           lambda d: ("-retrain", reference(*IMAGENET_DENSENET), "-resetClassifier", "true", "-nClasses", 10),
           "-retrain", "does not take -dataset cifar10 images"),
     _case("retrain_cifar10_net_on_cifar100",
-          lambda d: ("-retrain", reference(*RESNET20, "model.t7"), "-dataset", "cifar100", "-depth", 20),
+          lambda d: ("-retrain", reference(*RESNET20, "model.t7"), "-dataset", "cifar100", "-depth", 20,
+                     "-data", d / "cifar100.t7"),
           "-retrain", "gives 10 class scores", "cifar100 has 100 classes",
           "-resetClassifier true -nClasses 100"),
     # -resume
@@ -120,6 +123,9 @@ CASES = [
          ("missing argument for option -nEpochs",)),
     _case("nesterov_needs_momentum", lambda d: ("-momentum", 0, "-testOnly", "false"),
           "Nesterov", "-momentum > 0"),
+    # the issue's case: the DenseNet-BC-100 of the README with no data and no network
+    _case("no_data_offline", lambda d: ("-netType", "densenet", "-depth", 100, "-growthRate", 12, "-data", ""),
+          "CIFAR-10 not found", "cifar-10-python.tar.gz", "-data sample"),
     # -save / -gen
     _case("save_parent_missing", lambda d: ("-save", d / "missing" / "run"),
           "unable to create checkpoint directory", "create its parent"),
@@ -166,8 +172,12 @@ def _prepare(d: Path) -> None:
     archive = data_file("cifar-10-small-python.tar.gz").read_bytes()
     (d / "corrupt.tar.gz").write_bytes(archive[:5000])
     (d / "inet_no_val" / "train" / "n01").mkdir(parents=True)
-    for split in ("train", "val"):
+    for split in ("train", "val"):  # one image each: the data is fine, the flags are the mistake
         (d / "inet" / split / "n01").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(d / "inet" / split / "n01" / "a.jpg")
+    # a (Lua-layout) CIFAR-100 cache of 100 images, one per class: the data of a CIFAR-100 run
+    split = {"data": torch.zeros(100, 3, 32, 32, dtype=torch.uint8), "labels": torch.arange(1, 101).to(torch.uint8)}
+    t7.save(d / "cifar100.t7", {"train": split, "val": split})
     latest = {"epoch": 1, "modelFile": "model_1.t7", "optimFile": "optimState_1.t7"}
     for name in ("resume_no_model", "resume_no_optim", "resume_bad_latest", "resume_bad_model"):
         (d / name).mkdir()
@@ -211,11 +221,28 @@ def test_user_mistake_gives_a_short_error(case: Case, results):
         assert "error" not in result.stderr.lower(), result.stderr
 
 
+# Mistakes found before the model is built: no model line (nor DenseNet's layer tree) precedes the error.
+BEFORE_MODEL = ["no_data_offline", "retrain_missing", "retrain_folder", "data_text_file", "imagenet_without_val",
+                "imagenet_missing_folder", "tencrop_on_cifar", "nesterov_needs_momentum", "save_is_a_file",
+                "gen_is_a_file", "gen_under_a_file"]
+
+
+@pytest.mark.parametrize("name", BEFORE_MODEL)
+def test_cheap_preconditions_come_before_the_model(name, results):
+    result = results[name]
+    if isinstance(result, BaseException):
+        raise result
+    assert result.returncode == 1, result.stderr
+    assert "Creating model" not in result.stdout and "nn.Sequential" not in result.stdout, result.stdout[:2000]
+
+
 def test_cifar_cache_generation_shows_lua_progress(results):
     """Long work says what it does: building the CIFAR-10 cache prints Lua's lines (cifar10-gen.lua)."""
     out = results["densenet_depth20_builds_16"].stdout
     assert "=> Reading CIFAR-10 dataset from" in out
     assert " | saving CIFAR-10 dataset to" in out
+    # and one progress line while the batch files are read: the sample's 5 train and 1 test files, 1000 + 200 images
+    assert re.search(r"^ \| reading 6 batch files: 1 2 3 4 5 6 \(1,200 images, \d+\.\d s\)$", out, re.M), out
     assert " * Results top1:" in out
 
 
@@ -228,8 +255,11 @@ def test_ctrl_c_exits_130_and_keeps_the_last_checkpoint(tmp_path):
     args = ["-netType", "resnet", "-depth", 20, "-batchSize", 100, "-nThreads", 0, "-nEpochs", 3,
             "-data", data_file("cifar-10-small-python.tar.gz"), "-gen", tmp_path / "gen",
             "-save", run, "-resume", run]
+    # SIGINT as a terminal delivers it, also when the suite itself runs in the background (`... &` starts
+    # commands with SIGINT ignored, and Python keeps an ignored SIGINT ignored)
     proc = subprocess.Popen([sys.executable, "main.py", *map(str, args)], cwd=REPO_ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = []
         for line in proc.stdout:  # wait until epoch 2 (the first after the checkpoint) is training

@@ -93,13 +93,15 @@ def test_memory_level_mapping():
 SMALL = {"bc40": ("-depth", 40, "-growthRate", 12), "nobc16": ("-depth", 16, "-growthRate", 6, *NOBC)}
 
 
-def _step(model: nn.Module, x: torch.Tensor, train: bool, seed: int = 1):
-    """Forward + backward with a fixed gradOutput: output, input grad, parameter grads, running stats."""
+def _step(model: nn.Module, x: torch.Tensor, train: bool, seed: int = 1, grad_out: torch.Tensor | None = None):
+    """Forward + backward with a fixed gradOutput (drawn from ``seed`` in the output's dtype, or ``grad_out``):
+    output, input grad, parameter grads, running stats."""
     model.train(train)
     x = x.clone().requires_grad_()
     out = model(x)
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype).to(out.device)
-    out.backward(g)
+    g = (grad_out if grad_out is not None else
+         torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype))
+    out.backward(g.to(out.device, out.dtype))
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     stats = torch.cat([m.running_mean for m in bns] + [m.running_var for m in bns])
     grads = torch.cat([p.grad.flatten() for p in model.parameters()])

@@ -42,14 +42,21 @@ def _row(epoch: int, loss: float = 1.0) -> EpochMetrics:
 
 def test_metrics_csv_rows_and_redone_epochs(tmp_path):
     for e in (1, 2, 3):
-        metrics.write_metrics(tmp_path, _row(e, 1 / 3))
+        metrics.write_metrics(tmp_path, _row(e, 0.375))
     text = (tmp_path / "metrics.csv").read_text()
     assert text.splitlines()[0] == "epoch,train_loss,train_top1,train_top5,test_top1,test_top5,lr,time_s"
-    assert text.splitlines()[1] == "1,0.3333333333333333,50.0,10.0,60.0,20.0,0.1,1.5"
-    assert metrics.read_metrics(tmp_path / "metrics.csv") == [_row(1, 1 / 3), _row(2, 1 / 3), _row(3, 1 / 3)]
+    assert text.splitlines()[1] == "1,0.375,50,10,60,20,0.1,1.5"
+    assert metrics.read_metrics(tmp_path / "metrics.csv") == [_row(1, 0.375), _row(2, 0.375), _row(3, 0.375)]
     # a resumed run redoes epoch 2: its row replaces the old epoch 2 and drops the later one
     metrics.write_metrics(tmp_path, _row(2, 0.5))
-    assert metrics.read_metrics(tmp_path / "metrics.csv") == [_row(1, 1 / 3), _row(2, 0.5)]
+    assert metrics.read_metrics(tmp_path / "metrics.csv") == [_row(1, 0.375), _row(2, 0.5)]
+
+
+def test_metrics_csv_writes_numbers_as_lua_prints_them(tmp_path):
+    """Lua's tostring (%.14g): 0.1 * 0.1 is 0.01 (Python's repr: 0.010000000000000002), 1/3 has 14 digits."""
+    metrics.write_metrics(tmp_path, EpochMetrics(7, 1 / 3, 2 / 3, 1e-20, 100.0, 12.5, 0.1 * 0.1, 3600.25))
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1] == \
+        "7,0.33333333333333,0.66666666666667,1e-20,100,12.5,0.01,3600.25"
 
 
 def test_metrics_csv_continues_the_resumed_folder(tmp_path):

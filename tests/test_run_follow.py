@@ -78,6 +78,15 @@ def _assert_rows_match_log(rows: list[metrics.EpochMetrics], out: str) -> None:
         assert "%.6g" % r.lr == m.group(7)
 
 
+def _assert_lua_numbers(path) -> None:
+    """metrics.csv writes every number as Lua's tostring (%.14g): with -LR 0.1 -nEpochs 2, the CIFAR schedule's
+    epochs 1 and 2 train at 0.1 * 0.1^1 and 0.1 * 0.1^2, which Lua prints 0.01 and 0.001."""
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+    assert [r[6] for r in rows] == ["0.01", "0.001"]
+    assert all(f == "%.14g" % float(f) and len(f.split("e")[0].replace("-", "").replace(".", "").lstrip("0")) <= 14
+               for r in rows for f in r[1:])
+
+
 def test_interrupted_save_resumes_exactly(tmp_path, gen_dir, monkeypatch, capsys):
     """Interrupt between model_best.t7 and latest.t7 of epoch 2 (-nThreads 0): the folder stays at
     epoch 1; -resume redoes epoch 2 and gets bit-identical weights, momentum and metrics."""
@@ -102,6 +111,7 @@ def test_interrupted_save_resumes_exactly(tmp_path, gen_dir, monkeypatch, capsys
     rows = metrics.read_metrics(save / "metrics.csv")
     assert [r.epoch for r in rows] == [1, 2]
     _assert_rows_match_log(rows, first)
+    _assert_lua_numbers(save / "metrics.csv")
     (save / ".latest.t7.k1ll3d.tmp").write_bytes(b"half")   # a write cut by a kill -9
     (save / ".notes.txt.tmp").write_bytes(b"someone else's")
 
@@ -200,9 +210,34 @@ def test_plot_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert err == "error: plotting needs matplotlib, which is not installed: pip install matplotlib\n"
 
 
+def _plot_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fbresnet_port.plot", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
 def test_plot_cli_module(tmp_path):
-    """`python -m fbresnet_port.plot` is wired (without matplotlib it must still fail cleanly)."""
-    result = subprocess.run([sys.executable, "-m", "fbresnet_port.plot", str(tmp_path / "nothing")],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    """`python -m fbresnet_port.plot` parses its arguments with click, as the other commands do; every mistake is
+    one `error:` line (without matplotlib too)."""
+    result = _plot_cli(str(tmp_path / "nothing"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "error: " in result.stderr
     assert "metrics.csv: no such file" in result.stderr
+    helped = _plot_cli("--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("Usage: python -m fbresnet_port.plot [OPTIONS] SAVE")
+    assert "-o, --output FILE" in helped.stdout and _plot_cli("-h").stdout == helped.stdout
+    for args, message in (((), "error: Missing argument 'SAVE'."),
+                          ((str(tmp_path), "extra"), "error: Got unexpected extra argument (extra)"),
+                          ((str(tmp_path), "--colour", "red"), "error: No such option '--colour'")):
+        result = _plot_cli(*args)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(message) and "see python -m fbresnet_port.plot --help" in result.stderr
+
+
+def test_plot_cli_writes_the_png(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib (optional, for plots) is not installed")
+    for r in _rows():
+        metrics.write_metrics(tmp_path, r)
+    result = _plot_cli(str(tmp_path), "-o", str(tmp_path / "run.png"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{tmp_path / 'run.png'}\n"
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
