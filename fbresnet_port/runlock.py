@@ -7,7 +7,10 @@ overwriting each other's ``latest.t7`` (for example the workers that go on after
 agent was killed, and the user's restart of the job). The operating system drops the lock when its
 process ends however it ends, so a lock left by a killed run is simply taken over, with a
 ``note:`` line naming the dead process (none after a torchrun restart, which takes over the lock
-of its own killed attempt). A clean exit removes the file.
+of its own killed attempt). Data-loader workers forked by a run share its open files, so a run killed
+while its workers still live leaves them holding the ``flock``: when the process the file names (on
+this machine) is gone, the file is replaced by a new one and taken (the orphans keep the old one). A
+clean exit removes the file.
 
 ``flock`` works between processes of one machine and, on Linux, on NFS (as POSIX locks); other
 network file systems may not enforce it.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import datetime
 import fcntl
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -34,6 +38,26 @@ def _owner_text(fd: int) -> str:
         return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
     except OSError:
         return ""
+
+
+def _holder_gone(owner: str) -> bool:
+    """Whether the lock file's ``process PID on HOST`` is a process of this machine that has ended (or is a
+    zombie); False when unknown (another host, no PID)."""
+    m = re.match(r"process (\d+) on (\S+) since", owner)
+    if not m or m.group(2) != socket.gethostname():
+        return False
+    pid = int(m.group(1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 class SaveLock:
@@ -55,6 +79,7 @@ class SaveLock:
         return lock
 
     def _take(self, quiet_takeover: bool) -> None:
+        replaced = ""  # the owner of a file replaced because its process is gone
         while True:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -64,9 +89,13 @@ class SaveLock:
                                 f"another -save") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # BlockingIOError: held by a live process
+            except OSError:  # BlockingIOError: held by a live process, or by the forked workers of a dead one
                 owner = _owner_text(fd) or "another process"
                 os.close(fd)
+                if _holder_gone(owner):
+                    self.path.unlink(missing_ok=True)  # its orphaned workers keep the old file's lock
+                    replaced = owner
+                    continue
                 raise UserError(f"-save {self.folder}: another run is writing into this folder "
                                 f"({owner}); wait for it to end or stop it, or choose another "
                                 f"-save") from None
@@ -77,7 +106,7 @@ class SaveLock:
             if same:
                 break
             os.close(fd)
-        previous = _owner_text(fd)
+        previous = _owner_text(fd) or replaced
         if previous and not quiet_takeover:
             note(f"-save {self.folder}: taking over the lock left by {previous}, which ended without "
                  f"releasing it")

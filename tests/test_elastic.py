@@ -202,7 +202,7 @@ def test_second_run_into_a_folder_in_use_is_refused(tmp_path, gen):
 
 def test_stale_lock_is_taken_over_with_a_note(tmp_path, capsys):
     (tmp_path / runlock.LOCK_NAME).write_text("process 4242 on elsewhere since 2026-01-01T00:00:00+00:00\n")
-    lock = runlock.SaveLock.acquire(tmp_path)   # nobody holds the flock: its process is gone
+    lock = runlock.SaveLock.acquire(tmp_path)   # nobody holds the lock: its process is gone
     try:
         assert capsys.readouterr().err == (
             f"note: -save {tmp_path}: taking over the lock left by process 4242 on elsewhere since "
@@ -244,3 +244,26 @@ def test_inexact_resume_is_said_by_rank_0(monkeypatch, capsys):
     monkeypatch.setattr(distributed, "is_main_process", lambda: True)
     checkpoints.restore_rng({"rngState": dict(state, ranks=[state, state])}, {})
     assert "the interrupted run had 2 process(es) and this one has 3" in capsys.readouterr().err
+
+
+def test_lock_of_a_killed_run_is_free_though_its_forked_workers_live(tmp_path, capsys):
+    """A run killed with data-loader workers still alive (forked: they share its open files and so its flock) does
+    not block an immediate -resume: the process the lock file names is gone, so the file is replaced and taken."""
+    save, pid_file = tmp_path / "run", tmp_path / "worker.pid"
+    script = (f"import os, signal, sys, time\nsys.path.insert(0, {str(REPO_ROOT)!r})\n"
+              f"from fbresnet_port import runlock\nrunlock.SaveLock.acquire({str(save)!r})\n"
+              "if os.fork() == 0:\n    null = os.open(os.devnull, os.O_WRONLY)\n    os.dup2(null, 1)\n"
+              f"    os.dup2(null, 2)\n    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+              "    time.sleep(60)\n    os._exit(0)\n"
+              f"while not os.path.exists({str(pid_file)!r}):\n    time.sleep(0.01)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    worker = int(pid_file.read_text())
+    try:
+        os.kill(worker, 0)  # the forked worker still lives, holding the old lock file's flock
+        lock = runlock.SaveLock.acquire(save)
+        lock.release()
+        assert "taking over the lock left by process" in capsys.readouterr().err
+    finally:
+        os.kill(worker, signal.SIGKILL)

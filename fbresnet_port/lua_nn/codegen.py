@@ -531,34 +531,36 @@ class CodeGen:
         return self.assign(self.expr(value), hint=hint)
 
 
-_TEMP = re.compile(r"(?<![.\w])(x\d*)\b")
+_TEMP = re.compile(r"(?<![.\w])((?:x|t)\d*)\b")  # the temporaries: x, x1, ... (tensors), t, t1, ... (tables)
+
+
+def _family(name: str) -> str:
+    return name.rstrip("0123456789")
 
 
 def _reuse_names(stmts: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Rename the temporaries ``x``, ``x1``, ... of straight-line code so that each assignment takes the lowest
-    name whose value is no longer read (register allocation over single-assignment versions). Code with
-    compound statements is left as it is."""
+    """Rename the temporaries (``x``, ``x1``, ...; ``t``, ``t1``, ...) of straight-line code so that each assignment
+    takes the lowest name of its family whose value is no longer read (register allocation over single-assignment
+    versions). Code with compound statements is left as it is."""
     if any(kind == "code" and ("\n" in text or text.rstrip().endswith(":")) for kind, text in stmts):
         return stmts
-    # each assignment `x.. = rhs` defines a new version; the names read refer to the current versions
-    parsed: list[tuple[int | None, list[int], str] | None] = []  # (version defined, versions read, rhs)
+    # each assignment `x.. = rhs` defines a new version; the names read refer to the versions current then
+    parsed: list[tuple[str, int | None, dict[str, int], str] | None] = []  # (family, defined, reads, rhs)
     current: dict[str, int] = {}
     last_read: dict[int, int] = {}
-    versions = 0
     for i, (kind, text) in enumerate(stmts):
         if kind != "code":
             parsed.append(None)
             continue
-        m = re.match(r"(x\d*) = (.*)$", text)
+        m = re.match(r"((?:x|t)\d*) = (.*)$", text)
         rhs = m.group(2) if m else text
-        reads = [current[n] for n in _TEMP.findall(rhs) if n in current]
-        for v in reads:
+        reads = {n: current[n] for n in _TEMP.findall(rhs) if n in current}
+        for v in reads.values():
             last_read[v] = i
         defined = None
         if m:
-            versions += 1
-            defined = current[m.group(1)] = versions
-        parsed.append((defined, reads, rhs))
+            defined = current[m.group(1)] = i + 1  # one version per statement
+        parsed.append((_family(m.group(1)) if m else "", defined, reads, rhs))
     name_of: dict[int, str] = {}
     busy: dict[str, int] = {}  # name -> the live version holding it
     out: list[tuple[str, str]] = []
@@ -566,19 +568,19 @@ def _reuse_names(stmts: list[tuple[str, str]]) -> list[tuple[str, str]]:
         if parsed[i] is None:
             out.append((kind, text))
             continue
-        defined, reads, rhs = parsed[i]
-        names = iter([name_of.get(v) for v in reads])
-        rhs = _TEMP.sub(lambda m: next(names, None) or m.group(1), rhs)
-        for v in reads:  # values read for the last time free their names
-            if last_read[v] == i and busy.get(name_of[v]) == v:
+        family, defined, reads, rhs = parsed[i]
+        renamed = {n: name_of.get(v, n) for n, v in reads.items()}
+        rhs = _TEMP.sub(lambda m: renamed.get(m.group(1), m.group(1)), rhs)
+        for v in reads.values():  # values read for the last time free their names
+            if last_read[v] == i and busy.get(name_of.get(v, "")) == v:
                 del busy[name_of[v]]
         if defined is None:
             out.append((kind, rhs))
             continue
         k = 0
-        while ("x" if k == 0 else f"x{k}") in busy:
+        while (family if k == 0 else f"{family}{k}") in busy:
             k += 1
-        target = name_of[defined] = "x" if k == 0 else f"x{k}"
+        target = name_of[defined] = family if k == 0 else f"{family}{k}"
         if defined in last_read:
             busy[target] = defined
         out.append((kind, f"{target} = {rhs}"))
