@@ -70,7 +70,10 @@ for job in torch.load(sys.argv[2], weights_only=False):
         results.append(res)
         continue
     with torch.set_grad_enabled(want_grad):
-        out = model(*args)
+        if job.get("per_step"):  # a module called once per time step (rnn's Recursor, LSTM): x is the list of steps
+            out = [model(step) for step in x]
+        else:
+            out = model(*args)
     res["output"] = tree(lambda t: t.detach().clone(), out)
     res["running_stats"] = [(m.running_mean.clone(), m.running_var.clone()) for m in model.modules()
                             if isinstance(getattr(m, "running_mean", None), torch.Tensor)]
@@ -129,7 +132,8 @@ def run_isolated(out_dir: Path, jobs: list[dict[str, Any]], tmp: Path) -> list[d
     repository), where importing fbresnet_port fails. A job: ``input`` (a tensor or nested list), ``dtype``
     ('float32'/'float64'), ``train`` (bool), optional ``grad_output`` (gradients of the outputs), ``target`` (a
     criterion's second argument), ``sgd`` ({lr, momentum, nesterov, weight_decay} with ``sgd_targets``: one
-    torch.optim.SGD step on the cross-entropy loss), ``weights`` (another model.pth), ``seed``."""
+    torch.optim.SGD step on the cross-entropy loss), ``weights`` (another model.pth), ``seed``, ``per_step`` (the
+    model is called once per element of ``input``, as Lua's step-by-step recurrent modules)."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "driver.py").write_text(_DRIVER)
     torch.save(plain(jobs), tmp / "jobs.pt")

@@ -158,3 +158,12 @@ def test_convert_cli_writes_a_python_folder(tmp_path):
     (tmp_path / "file").write_text("")
     result = CliRunner().invoke(main, [str(src), str(tmp_path / "file"), "--format", "python"])
     assert result.exit_code == 1 and "it is a file" in result.output
+
+
+def test_class_name_of_a_needed_definition_is_refused_or_avoided(tmp_path):
+    from fbresnet_port.lua_nn.codegen import ClassNameTaken, write_python
+
+    model = from_lua(t7.load(reference("resnet_cifar10_d20_A", "model.t7")))
+    with pytest.raises(ClassNameTaken, match="'MulConstant' is also the name of a definition"):
+        write_python(model, tmp_path / "a", class_name="MulConstant")
+    assert write_python(model, tmp_path / "b", source_name="mul-constant.t7").class_name == "MulConstantNet"

@@ -32,6 +32,20 @@ def generated(model: torch.nn.Module) -> torch.nn.Module:
     return check_generated(generate_python(model, "Generated"), model)
 
 
+def test_recursor_fixture_runs_step_by_step_in_a_fresh_python(tmp_path):
+    """Lua's Recursor fixture is called once per time step: so is the generated model, in a fresh ``python -I``
+    where fbresnet_port cannot be imported (float32 1e-4 and float64 1e-6 of Lua's outputs)."""
+    model = from_lua(lua_file("zoo_rnn", "recursor", "model.t7"))
+    out_dir = python_export.export(model, tmp_path / "out", class_name="StepByStep")
+    x = lua_file("zoo_rnn", "recursor", "input.t7")
+    out32, out64 = python_export.run_isolated(out_dir, [dict(input=x, dtype=d, train=False, per_step=True)
+                                                        for d in ("float32", "float64")], tmp_path / "run")
+    for name, got, tol in (("output_eval.t7", out32["output"], 1e-4), ("output_eval_f64.t7", out64["output"], 1e-6)):
+        for t, (o, ref) in enumerate(zip(got, lua_file("zoo_rnn", "recursor", name))):
+            assert_close(o, ref, tol, f"{name} step {t + 1}")
+    assert len(out32["output"]) == len(x)
+
+
 def test_recursor_called_once_per_step():
     """Lua's Recursor fixture is called once per time step; the generated model is the Recursor itself."""
     model = from_lua(lua_file("zoo_rnn", "recursor", "model.t7")).eval()

@@ -46,6 +46,10 @@ LINE_LENGTH = 120
 _STANDALONE_PACKAGE = __package__ + ".standalone"
 
 
+class ClassNameTaken(LuaModelError):
+    """The class name asked for is the name of a definition the generated file needs."""
+
+
 class NoPythonCode(Exception):
     """Raised by ``python_ctor``/``python_forward`` of a module that has no standalone code."""
 
@@ -721,6 +725,10 @@ def generate_python(model: nn.Module, class_name: str = "LuaModel", source_name:
     state, ties = _state_dict(g)
     library = standalone_library()
     definitions = _closure(g.used, library)
+    taken = {d.name for d in definitions} | g._class_names | {"DTYPE", "load", "torch", "nn", "F", "math", "os"}
+    if class_name in taken:
+        raise ClassNameTaken(f"--class-name {class_name!r} is also the name of a definition the generated file needs; "
+                             f"choose another name (e.g. {class_name}Net)")
     dtype = next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), torch.float32)
     head = lua_str(model).split("\n", 1)[0].rstrip(" {")
     summary = (f"{class_name}: {head}, converted from the Lua Torch file {source_name or '(a Lua object)'} by "
@@ -778,7 +786,12 @@ def write_python(model: nn.Module, out_dir: str | os.PathLike, class_name: str |
     from .. import fileio
 
     name = class_name or class_name_from_file(source_name or "LuaModel")
-    generated = generate_python(model, name, os.path.basename(str(source_name)))
+    try:
+        generated = generate_python(model, name, os.path.basename(str(source_name)))
+    except ClassNameTaken:
+        if class_name is not None:
+            raise
+        generated = generate_python(model, name + "Net", os.path.basename(str(source_name)))  # recursor.t7
     check_generated(generated, model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
