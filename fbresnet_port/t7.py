@@ -1086,17 +1086,22 @@ class _Writer:
                 elif isinstance(k, IdKey):
                     k = k.obj
                 _check_key(k, "a Lua table")
-                try:
-                    self.value(k)
-                except _InexactNumber as err:
-                    err.is_key = True
-                    raise
-                try:
-                    self.value(v)
-                except _InexactNumber as err:
-                    raise err.within(k - 1 if in_list else k, in_list)
+                self.entry(k, v, k - 1 if in_list else k, in_list)
         else:
             raise TypeError(f"cannot write a {type(x).__name__} to a .t7 file")
+
+    def entry(self, key: Any, value: Any, where: Any, in_list: bool = False) -> None:
+        """One table entry, key then value; an integer a double cannot hold in either says where it is (``where``:
+        the key, or the 0-based index with ``in_list``)."""
+        try:
+            self.value(key)
+        except _InexactNumber as err:
+            err.is_key = True
+            raise
+        try:
+            self.value(value)
+        except _InexactNumber as err:
+            raise err.within(where, in_list)
 
     def tds(self, x: Any) -> None:
         """tds.Hash / tds.Vec / tds.AtomicCounter in the layout of their ``__write`` (torch/tds)."""
@@ -1123,15 +1128,7 @@ class _Writer:
             if isinstance(k, bool) or not isinstance(k, (str, bytes, int, float, np.integer, np.floating)):
                 raise T7WriteError(f"a {x.typename} key must be a number or a string, not {type(k).__name__}")
             _check_key(k, f"a {x.typename}")
-            try:
-                self.value(k)
-            except _InexactNumber as err:
-                err.is_key = True
-                raise
-            try:
-                self.value(_tds_element(v, x.typename))
-            except _InexactNumber as err:
-                raise err.within(k)
+            self.entry(k, _tds_element(v, x.typename), k)
 
     def tensor(self, x: Any) -> None:
         typename = None
