@@ -329,7 +329,6 @@ class _LuaBatchNorm(LuaModule):
     """
 
     lua_version = 2
-    lua_nDim = 4
 
     @classmethod
     def from_fields(cls, f: Fields, convert: ChildConverter) -> nn.Module:
@@ -351,7 +350,7 @@ class _LuaBatchNorm(LuaModule):
         return planes
 
     def lua_expected_input(self) -> str | None:
-        n, rest = self.num_features, " x H x W" if self.lua_nDim == 4 else " x T x H x W" if self.lua_nDim == 5 else ""
+        n, rest = self.num_features, " x H x W" if self.n_dim == 4 else " x T x H x W" if self.n_dim == 5 else ""
         return f"N x {n}{rest} ({n} = running_mean's length)"
 
     def python_ctor(self, g: Any) -> str:
@@ -378,14 +377,13 @@ class _LuaBatchNorm(LuaModule):
         return fields
 
     def lua_str(self) -> str:
-        return f"{self.lua_typename} ({self.lua_nDim}D) ({self.num_features})"
+        return f"{self.lua_typename} ({self.n_dim}D) ({self.num_features})"
 
 
 class LuaBatchNormalization(_LuaBatchNorm, BatchNormalization):
     """nn.BatchNormalization / cudnn.BatchNormalization (2-D input: batch x features)."""
 
     lua_types = ("nn.BatchNormalization", "cudnn.BatchNormalization")
-    lua_nDim = 2
 
 
 class LuaSpatialBatchNormalization(_LuaBatchNorm, SpatialBatchNormalization):
@@ -393,14 +391,12 @@ class LuaSpatialBatchNormalization(_LuaBatchNorm, SpatialBatchNormalization):
 
     lua_types = ("nn.SpatialBatchNormalization", "cudnn.SpatialBatchNormalization",
                  "fbnn.SpatialBatchNormalization")
-    lua_nDim = 4
 
 
 class LuaVolumetricBatchNormalization(_LuaBatchNorm, VolumetricBatchNormalization):
     """nn/cudnn.VolumetricBatchNormalization."""
 
     lua_types = ("nn.VolumetricBatchNormalization", "cudnn.VolumetricBatchNormalization")
-    lua_nDim = 5
 
 
 def _bn_exporter(typename: str) -> Any:

@@ -58,55 +58,42 @@ def lua_batch_norm(bn: nn.Module, input: torch.Tensor, n_dim: int,
 
 
 class _LuaBatchNormBase:
-    """Constructor shared by the Lua BatchNormalization classes: torch's, plus ``thnn`` (nn.* classes: THNN's
-    batch-of-one rule; cudnn.*: none), ``batch_of_one_running_stats`` and ``weight``/``bias`` False for a Lua
-    module holding only one of them."""
+    """What the Lua BatchNormalization classes add to torch's (mixed in before a ``_BatchNorm`` class): ``thnn``
+    (nn.* classes: THNN's batch-of-one rule; cudnn.*: none), ``batch_of_one_running_stats``, ``weight``/``bias``
+    False for a Lua module holding only one of them, and Lua's forward for inputs of ``n_dim`` dimensions."""
 
-    def _lua_init(self, thnn: bool, batch_of_one_running_stats: bool, weight: bool, bias: bool) -> None:
+    n_dim: int
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, *,
+                 thnn: bool = True, batch_of_one_running_stats: bool = False, weight: bool = True,
+                 bias: bool = True, device: Any = None):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine, device=device)  # type: ignore
         self.thnn, self.batch_of_one_running_stats = thnn, batch_of_one_running_stats
         if not weight:
             self.weight = None
         if not bias:
             self.bias = None
 
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return lua_batch_norm(self, input, self.n_dim, super().forward)  # type: ignore[misc]
+
 
 class BatchNormalization(_LuaBatchNormBase, nn.BatchNorm1d):
     """Lua nn.BatchNormalization (batch x features; a vector in evaluate mode)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, *,
-                 thnn: bool = True, batch_of_one_running_stats: bool = False, weight: bool = True,
-                 bias: bool = True, device: Any = None):
-        nn.BatchNorm1d.__init__(self, num_features, eps=eps, momentum=momentum, affine=affine, device=device)
-        self._lua_init(thnn, batch_of_one_running_stats, weight, bias)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return lua_batch_norm(self, input, 2, super().forward)
+    n_dim = 2
 
 
 class SpatialBatchNormalization(_LuaBatchNormBase, nn.BatchNorm2d):
     """Lua nn.SpatialBatchNormalization (batch x planes x H x W; planes x H x W in evaluate mode)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, *,
-                 thnn: bool = True, batch_of_one_running_stats: bool = False, weight: bool = True,
-                 bias: bool = True, device: Any = None):
-        nn.BatchNorm2d.__init__(self, num_features, eps=eps, momentum=momentum, affine=affine, device=device)
-        self._lua_init(thnn, batch_of_one_running_stats, weight, bias)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return lua_batch_norm(self, input, 4, super().forward)
+    n_dim = 4
 
 
 class VolumetricBatchNormalization(_LuaBatchNormBase, nn.BatchNorm3d):
     """Lua nn.VolumetricBatchNormalization (batch x planes x T x H x W)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, *,
-                 thnn: bool = True, batch_of_one_running_stats: bool = False, weight: bool = True,
-                 bias: bool = True, device: Any = None):
-        nn.BatchNorm3d.__init__(self, num_features, eps=eps, momentum=momentum, affine=affine, device=device)
-        self._lua_init(thnn, batch_of_one_running_stats, weight, bias)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return lua_batch_norm(self, input, 5, super().forward)
+    n_dim = 5
 
 
 class ParametricReLU(nn.Module):
